@@ -1,0 +1,56 @@
+"""Cube (matrix unit) arithmetic, defined once for the simulator and the references.
+
+Semantics chosen (documented in docs/numerics.md):
+- bf16 x bf16 -> fp32: every product is exact in fp32 (8-bit x 8-bit significands), and products are
+  added to the fp32 accumulator one k at a time, in ascending k, with round-to-nearest-even. The result
+  of an element therefore depends only on its row, its column and the start value of the accumulator,
+  never on how M, N or K were tiled, so a tiled schedule and a whole-tensor reference agree bit for bit
+  whenever they chain the accumulator the same way.
+- int8 x int8 -> int32: exact integer arithmetic (order-free); callers guard K against overflow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import ml_dtypes
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+
+
+def mmad_fp32(acc: np.ndarray | None, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Return acc + a @ b with a (m x k) and b (k x n) in bf16, accumulated sequentially in fp32.
+
+    `acc` is not modified; None means a zero accumulator (the mmad's "init" flag).
+    """
+    a32 = np.asarray(a).astype(np.float32)
+    b32 = np.asarray(b).astype(np.float32)
+    m, k = a32.shape
+    k2, n = b32.shape
+    if k != k2:
+        raise ValueError(f"mmad: inner dimensions differ ({k} vs {k2})")
+    out = np.zeros((m, n), dtype=np.float32) if acc is None else np.array(acc, dtype=np.float32)
+    for kk in range(k):
+        # One rounding per k: product exact, sum rounded to fp32 (RNE) -- the fixed order is the point.
+        out += a32[:, kk : kk + 1] * b32[kk : kk + 1, :]
+    return out
+
+
+def mmad_int32(acc: np.ndarray | None, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Return acc + a @ b with a, b int8 (or int4 values held in int8), accumulated exactly in int32.
+
+    Exactness: |a_ik * b_kj| <= 2^14, so the float64 matmul below is exact for k < 2^39 and the cast is
+    lossless; float64 BLAS is far faster than numpy's integer matmul and its summation order cannot
+    matter when every partial sum is an exactly representable integer.
+    """
+    a64 = np.asarray(a).astype(np.float64)
+    b64 = np.asarray(b).astype(np.float64)
+    prod = (a64 @ b64).astype(np.int64)
+    out = prod if acc is None else prod + np.asarray(acc, dtype=np.int64)
+    if out.size and (out.max() > np.iinfo(np.int32).max or out.min() < np.iinfo(np.int32).min):
+        raise OverflowError("mmad_int32: int32 accumulator overflow")
+    return out.astype(np.int32)
+
+
+def to_bf16(x: np.ndarray) -> np.ndarray:
+    """Round to bf16 with round-to-nearest-even (the FixPipe / vector cast rounding)."""
+    return np.asarray(x).astype(BF16)
