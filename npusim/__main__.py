@@ -1,0 +1,3 @@
+from npusim.cli.main import main
+
+main()

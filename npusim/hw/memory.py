@@ -1,0 +1,105 @@
+"""Shared memory resources: HBM bandwidth apportioned among transfers, and L2 as an LRU tile cache.
+
+HBM model (a bandwidth calendar). Time is cut into windows of W cycles, each holding at most
+bandwidth x W bytes. A transfer issued at cycle t with port cap r takes, in each window from t on, the
+smaller of what its port allows (r per cycle) and what is left in the window; it ends in the window
+where its bytes run out, at the rate it obtained there. So the aggregate never exceeds the chip
+bandwidth over any window, a lone transfer never exceeds its port rate, and each transfer's end time is
+known when it starts: one simulation event per transfer. Transfers are served in issue order within a
+window (first come, first served), which is what a reservation-based memory controller does.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from math import ceil, inf
+from typing import Hashable
+
+
+class BandwidthCalendar:
+    def __init__(self, bytes_per_cycle: float, window_cycles: int):
+        if bytes_per_cycle <= 0 or window_cycles <= 0:
+            raise ValueError("bandwidth and window must be positive")
+        self.window_cycles = window_cycles
+        self.window_bytes = bytes_per_cycle * window_cycles
+        self._used: dict[int, float] = {}
+        self._low = 0  # windows before this index are in the past and have been dropped
+        self.peak_window_bytes = 0.0  # the most bytes any window carried: <= window_bytes by construction
+
+    def reserve(self, start: int, nbytes: float, cap_bytes_per_cycle: float = inf) -> int:
+        """Book `nbytes` from cycle `start` on at most `cap` B/cycle; return the end cycle."""
+        if nbytes <= 0:
+            return start
+        W = self.window_cycles
+        self._forget_before(start // W)
+        t = start
+        remaining = float(nbytes)
+        while True:
+            w = t // W
+            w_end = (w + 1) * W
+            span = w_end - t
+            free = self.window_bytes - self._used.get(w, 0.0)
+            rate = min(cap_bytes_per_cycle, free / span) if free > 0 else 0.0
+            if rate > 0 and remaining <= rate * span + 1e-9:
+                self._book(w, remaining)
+                return t + max(1, ceil(remaining / rate - 1e-9))
+            if rate > 0:
+                self._book(w, rate * span)
+                remaining -= rate * span
+            t = w_end
+
+    def _book(self, window: int, nbytes: float) -> None:
+        total = self._used.get(window, 0.0) + nbytes
+        self._used[window] = total
+        if total > self.peak_window_bytes:
+            self.peak_window_bytes = total
+
+    def _forget_before(self, window: int) -> None:
+        # Reservations only ever start at the current simulated time, so past windows are dead.
+        if window - self._low > 4096:
+            self._used = {w: b for w, b in self._used.items() if w >= window}
+            self._low = window
+
+
+class L2Cache:
+    """LRU cache of GM tiles (key -> bytes), write-back and write-allocate.
+
+    Tile granularity: a tile hits only if the same tensor region was read or written before and is still
+    resident; overlapping regions of other shapes are separate entries. A dirty tile costs its bytes in
+    HBM writes when it is evicted, or when the kernel ends (flush).
+    """
+
+    def __init__(self, capacity_bytes: int):
+        self.capacity_bytes = capacity_bytes
+        self.used_bytes = 0
+        self._lines: OrderedDict[Hashable, list] = OrderedDict()  # key -> [nbytes, dirty, role]
+
+    def read(self, key: Hashable) -> bool:
+        line = self._lines.get(key)
+        if line is None:
+            return False
+        self._lines.move_to_end(key)
+        return True
+
+    def fill(self, key: Hashable, nbytes: int, role: str, dirty: bool) -> list[tuple[int, str]]:
+        """Insert or update a tile; return the (bytes, role) of dirty tiles evicted to make room."""
+        line = self._lines.get(key)
+        if line is not None:
+            line[1] = line[1] or dirty
+            self._lines.move_to_end(key)
+            return []
+        if nbytes > self.capacity_bytes:
+            # Larger than the whole cache: streams past it; a write goes straight to HBM.
+            return [(nbytes, role)] if dirty else []
+        evicted = []
+        while self.used_bytes + nbytes > self.capacity_bytes:
+            _, (b, d, r) = self._lines.popitem(last=False)
+            self.used_bytes -= b
+            if d:
+                evicted.append((b, r))
+        self._lines[key] = [nbytes, dirty, role]
+        self.used_bytes += nbytes
+        return evicted
+
+    def dirty_lines(self) -> list[tuple[int, str]]:
+        return [(b, r) for b, d, r in self._lines.values() if d]
