@@ -35,7 +35,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except NpusimError as exc:
-            Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+            Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from None
     return wrapper
 
