@@ -34,19 +34,26 @@ def test_two_pipes_with_a_dependency(cfg910):
     assert (mm.ready, mm.blocker, mm.latency) == (66, 0, 8)
 
 
+class KernelGraphs:
+    @staticmethod
+    def double_buffer() -> KernelGraph:
+        g = KernelGraph("double_buffer")
+        for s in ("a1", "a0_0", "a0_1"):
+            g.slot(s, AIC0, Buffer.L1 if s == "a1" else Buffer.L0A, 16384)
+        g.slot("c", AIC0, Buffer.L0C, 65536)
+        g.slot("b0", AIC0, Buffer.L0B, 16384)
+        last_reader = {0: [], 1: []}
+        for i in range(4):
+            s = i % 2
+            ld = g.dma(f"ld{i}", AIC0, Path.L1_TO_L0A, 16384, Role.ACTIVATION, src="a1", dst=f"a0_{s}",
+                       slot_deps=last_reader[s])
+            mm = g.mmad(f"mm{i}", AIC0, 128, 64, 128, "bf16", reads=[f"a0_{s}", "b0"], writes=["c"], deps=[ld])
+            last_reader[s] = [mm]
+        return g
+
+
 def test_double_buffered_pipeline(cfg910):
-    g = KernelGraph("double_buffer")
-    for s in ("a1", "a0_0", "a0_1"):
-        g.slot(s, AIC0, Buffer.L1 if s == "a1" else Buffer.L0A, 16384)
-    g.slot("c", AIC0, Buffer.L0C, 65536)
-    g.slot("b0", AIC0, Buffer.L0B, 16384)
-    last_reader = {0: [], 1: []}
-    for i in range(4):
-        s = i % 2
-        ld = g.dma(f"ld{i}", AIC0, Path.L1_TO_L0A, 16384, Role.ACTIVATION, src="a1", dst=f"a0_{s}",
-                   slot_deps=last_reader[s])
-        mm = g.mmad(f"mm{i}", AIC0, 128, 64, 128, "bf16", reads=[f"a0_{s}", "b0"], writes=["c"], deps=[ld])
-        last_reader[s] = [mm]
+    g = KernelGraphs.double_buffer()
     res = simulate(g, cfg910, numerics=False)
     assert times(res) == {
         "ld0": (0, 58), "mm0": (66, 330),
@@ -189,3 +196,17 @@ def test_numbers_travel_with_the_schedule(cfg910):
     # and the timing shows why: in the broken run, tile 1 landed before tile 0 was read
     t = times(bad)
     assert t["ld_x1"][1] < t["l0a0"][0]
+
+
+def test_critical_path_and_idle_causes_of_the_double_buffer(cfg910):
+    from npusim.report.attribution import Attribution
+    res = simulate(KernelGraphs.double_buffer(), cfg910, numerics=False)
+    a = Attribution(cfg910, res.records.ops)
+    # mm3 <- mm2 <- mm1 <- mm0 (pipe order) <- flag 8 <- ld0 (0..58)
+    assert a.critical_path() == {"aic.cube": 4 * 264, "aic.mte1:activation": 58, "flag": 8}
+    assert sum(a.critical_path().values()) == res.cycles
+    w = a.waiting_on()
+    assert w["cube"] == {"aic.mte1:activation": 58, "flag": 8}
+    # ld2 idles [116, 338): the Cube reading slot 0 until 330, then 8 cycles of flag on the slot edge;
+    # ld3 idles [396, 602) likewise behind mm1.
+    assert w["mte1"] == {"aic.cube": (330 - 116) + (594 - 396), "buffer": 16}
