@@ -26,7 +26,8 @@ def test_run_gemm_json_fields():
     for key in ("cycles", "time_us", "ops", "wall_s", "units", "traffic", "numerics"):
         assert key in d
     assert set(d["units"]) == {"cube", "vector", "mte1", "mte2", "mte3", "fixp"}
-    assert set(d["units"]["cube"]) == {"busy_cycles", "instances", "utilization"}
+    assert set(d["units"]["cube"]) == {"busy_cycles", "instances", "utilization", "waiting_on"}
+    assert sum(d["critical_path"].values()) == d["cycles"]
     assert set(d["traffic"]["by_role"]) == {"weight", "weight_scale", "activation", "kv_cache", "workspace",
                                             "partial", "output"}
     for k in ("hbm_read_bytes", "hbm_write_bytes", "l2_read_bytes", "l2_write_bytes"):
