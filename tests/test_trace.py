@@ -32,7 +32,7 @@ def test_trace_is_valid_and_complete(trace_doc):
     assert sum(e["ph"] == "s" for e in evs) == sum(e["ph"] == "f" for e in evs) > 0
     meta = doc["metadata"]
     assert meta["clock_hz"] == 1.8e9 and "1 cycle = 1 ns" in meta["time_base"]
-    assert meta["config"]["chip"]["cores"] == 24
+    assert meta["config"]["chip"]["cores"] == 24 and meta["config"]["chip"]["clock"] == "1800000000 Hz"
     # ts are cycles / 1000
     first = min(xs, key=lambda e: e["ts"])
     assert first["ts"] == min(r.start for r in res.records.ops) / 1000
@@ -99,3 +99,18 @@ def test_interrupted_trace_write_leaves_nothing(cfg910, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         save_trace(target, cfg910, g, res.records.ops, res.cycles, seed=0)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_trace_rebuilds_the_run_records(cfg910, tmp_path):
+    from npusim.report.attribution import Attribution
+    from npusim.trace.read import load_trace, trace_config, trace_records
+    g = build_gemm_native(cfg910, 48, 500, 300, cores=4)
+    res = simulate(g, cfg910, numerics=False)
+    p = tmp_path / "t.json"
+    save_trace(p, cfg910, g, res.records.ops, res.cycles, 0, res.records.writebacks)
+    doc = load_trace(p)
+    ops, wbs = trace_records(doc)
+    assert ops == res.records.ops and wbs == res.records.writebacks
+    cfg = trace_config(doc)
+    assert cfg == cfg910
+    assert Attribution(cfg, ops).critical_path() == Attribution(cfg910, res.records.ops).critical_path()

@@ -51,7 +51,7 @@ def run_and_report(graph: KernelGraph, cfg: HardwareConfig, *, seed: int, trace:
         raise NpusimError(f"--trace {trace}: folder {trace.parent} does not exist")
     res = simulate(graph, cfg, seed=seed, numerics=numerics)
     if trace is not None:
-        save_trace(trace, cfg, graph, res.records.ops, res.cycles, seed)
+        save_trace(trace, cfg, graph, res.records.ops, res.cycles, seed, res.records.writebacks)
     doc = run_json(res)
     if json_out:
         sys.stdout.write(json.dumps(doc, sort_keys=True) + "\n")

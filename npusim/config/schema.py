@@ -9,13 +9,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveFloat, PositiveInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, PositiveFloat, PositiveInt
 
 from npusim.units import parse_bytes, parse_bytes_per_s, parse_hz
 
-Bytes = Annotated[PositiveInt, BeforeValidator(parse_bytes)]
-BytesPerS = Annotated[PositiveFloat, BeforeValidator(parse_bytes_per_s)]
-Hz = Annotated[PositiveFloat, BeforeValidator(parse_hz)]
+
+
+def _with_unit(unit: str) -> PlainSerializer:
+    # Dumped configs (trace metadata, sweep rows) read back through the same unit parsers.
+    return PlainSerializer(lambda v: f"{v:f}".rstrip("0").rstrip(".") + f" {unit}", return_type=str)
+
+
+Bytes = Annotated[PositiveInt, BeforeValidator(parse_bytes), _with_unit("B")]
+BytesPerS = Annotated[PositiveFloat, BeforeValidator(parse_bytes_per_s), _with_unit("B/s")]
+Hz = Annotated[PositiveFloat, BeforeValidator(parse_hz), _with_unit("Hz")]
 Cycles = Annotated[int, Field(ge=0)]
 
 # Cube operand types a preset may list. Names follow DESIGN.md: k0 (K per fractal step) by type.
@@ -113,6 +120,10 @@ class HardwareConfig(_Strict):
     l2: L2
     dma: Dma
     sync: Sync
+
+    def to_data(self) -> dict:
+        """The config as it would be written in TOML (keys and unit strings), loadable again."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
     @property
     def hbm_bytes_per_cycle(self) -> float:

@@ -20,7 +20,7 @@ from npusim import __version__
 from npusim.config.schema import HardwareConfig
 from npusim.graph.kernel_graph import KernelGraph
 from npusim.graph.ops import PIPES_OF, UnitKind
-from npusim.hw.records import OpRecord
+from npusim.hw.records import OpRecord, WritebackRecord
 from npusim.io import atomic_open
 from npusim.trace.occupancy import buffer_occupancy
 
@@ -53,7 +53,7 @@ def trace_metadata(cfg: HardwareConfig, graph: KernelGraph, cycles: int, seed: i
         "seed": seed,
         "kernel": graph.meta,
         "graph": graph.name,
-        "config": cfg.model_dump(mode="json"),
+        "config": cfg.to_data(),
     }
 
 
@@ -74,7 +74,11 @@ def _name_events(records: list[OpRecord]) -> Iterator[dict]:
 
 
 def _op_event(r: OpRecord) -> dict:
-    args: dict[str, Any] = {"op": r.index}
+    # args carry every field of the op record, so a trace alone rebuilds the run's records
+    # (npusim.trace.read) and every report that is a function of them.
+    args: dict[str, Any] = {"op": r.index, "kind": r.kind, "ready": r.ready, "pipe_free": r.pipe_free}
+    if r.blocker >= 0:
+        args.update(waited_on=r.blocker, waited_on_slot=r.blocker_is_slot, flag_cycles=r.latency)
     if r.kind == "dma":
         args.update(path=r.path, bytes=r.nbytes, role=r.role)
         if r.level:
@@ -83,8 +87,6 @@ def _op_event(r: OpRecord) -> dict:
         args.update(macs=r.macs, dtype=r.dtype)
     else:
         args.update(vop=r.vop, elements=r.elements, dtype=r.dtype)
-    if r.blocker >= 0:
-        args["waited_on"] = r.blocker
     return {"ph": "X", "name": r.name, "cat": r.role or r.kind, "pid": unit_pid(r.core, r.unit),
             "tid": pipe_tid(r.unit, r.pipe), "ts": _us(r.start), "dur": _us(r.end - r.start), "args": args}
 
@@ -155,9 +157,11 @@ def iter_trace_events(cfg: HardwareConfig, graph: KernelGraph, records: list[OpR
 
 
 def write_trace(fh: IO[str], cfg: HardwareConfig, graph: KernelGraph, records: list[OpRecord],
-                cycles: int, seed: int) -> None:
+                cycles: int, seed: int, writebacks: list[WritebackRecord] = ()) -> None:
     fh.write('{"displayTimeUnit": "ns",\n"metadata": ')
-    fh.write(json.dumps(trace_metadata(cfg, graph, cycles, seed), sort_keys=True))
+    meta = trace_metadata(cfg, graph, cycles, seed)
+    meta["writebacks"] = [[w.cycle, w.nbytes, w.role, w.cause] for w in writebacks]
+    fh.write(json.dumps(meta, sort_keys=True))
     fh.write(',\n"traceEvents": [\n')
     first = True
     for ev in iter_trace_events(cfg, graph, records, cycles):
@@ -169,6 +173,6 @@ def write_trace(fh: IO[str], cfg: HardwareConfig, graph: KernelGraph, records: l
 
 
 def save_trace(path, cfg: HardwareConfig, graph: KernelGraph, records: list[OpRecord], cycles: int,
-               seed: int) -> None:
+               seed: int, writebacks: list[WritebackRecord] = ()) -> None:
     with atomic_open(path) as fh:
-        write_trace(fh, cfg, graph, records, cycles, seed)
+        write_trace(fh, cfg, graph, records, cycles, seed, writebacks)
