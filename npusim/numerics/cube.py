@@ -54,3 +54,49 @@ def mmad_int32(acc: np.ndarray | None, a: np.ndarray, b: np.ndarray) -> np.ndarr
 def to_bf16(x: np.ndarray) -> np.ndarray:
     """Round to bf16 with round-to-nearest-even (the FixPipe / vector cast rounding)."""
     return np.asarray(x).astype(BF16)
+
+
+def mmad_mx_fp32(acc: np.ndarray | None, a: np.ndarray, a_scales: np.ndarray, b: np.ndarray,
+                 b_scales: np.ndarray) -> np.ndarray:
+    """Return acc + A @ B for MX operands (a: m x k, blocks of 32 along k; b: k x n, blocks along k).
+
+    Semantics chosen (docs/numerics.md): per 32-element block, the dot product of the elements is exact
+    (E2M1 / E4M3 products and their sums over 32 terms fit easily in float64), it is multiplied exactly by
+    2**(e_a + e_b), rounded once to fp32 (RNE) and added to the fp32 accumulator, blocks in ascending k.
+    Like mmad_fp32, an element depends only on its row, column and the accumulator's start value, so any
+    tiling of M and N (and of K on block boundaries, with the accumulator chained) gives the same bits.
+    """
+    # Local import: mx imports this module for to_bf16.
+    from npusim.numerics.mx import MX_BLOCK, e8m0_exponent, elems_to_float
+
+    a64 = elems_to_float(a, np.float64)
+    b64 = elems_to_float(b, np.float64)
+    m, k = a64.shape
+    k2, n = b64.shape
+    if k != k2:
+        raise ValueError(f"mmad_mx: inner dimensions differ ({k} vs {k2})")
+    if k % MX_BLOCK:
+        raise ValueError(f"mmad_mx: k = {k} is not a multiple of the MX block {MX_BLOCK}")
+    ea = e8m0_exponent(a_scales)
+    eb = e8m0_exponent(b_scales)
+    nb = k // MX_BLOCK
+    if ea.shape != (m, nb) or eb.shape != (nb, n):
+        raise ValueError(f"mmad_mx: scale shapes {ea.shape}, {eb.shape} do not match ({m}, {nb}), ({nb}, {n})")
+    # Scaling by powers of two is exact in float64 (|e| <= 127, elements of <= 4 significant bits), so
+    # 2**e_b * ((a * 2**e_a) @ b) over one block is exactly 2**(e_a + e_b) * (exact element dot).
+    pa = np.repeat(np.ldexp(1.0, ea), MX_BLOCK, axis=1)
+    a_blocks = np.ascontiguousarray((a64 * pa).reshape(m, nb, MX_BLOCK).transpose(1, 0, 2))  # (nb, m, 32)
+    pb = np.ldexp(1.0, eb)  # (nb, n)
+    out = np.zeros((m, n), dtype=np.float32) if acc is None else np.array(acc, dtype=np.float32)
+    for blk in range(nb):
+        dot = a_blocks[blk] @ b64[blk * MX_BLOCK : (blk + 1) * MX_BLOCK]
+        dot *= pb[blk]
+        out += dot.astype(np.float32)  # one rounding per block, then the fp32 add
+    return out
+
+def add_fp32(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Vector fp32 add (RNE): how partial results of separate K slices are chained, in ascending K."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype != np.float32 or b.dtype != np.float32:
+        raise ValueError(f"add_fp32: operands must be float32, got {a.dtype} and {b.dtype}")
+    return a + b

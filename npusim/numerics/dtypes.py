@@ -14,6 +14,8 @@ _NP = {
     "int8": np.dtype(np.int8),
     "fp8": np.dtype(ml_dtypes.float8_e4m3fn),
     "fp4": np.dtype(ml_dtypes.float4_e2m1fn),
+    # OCP MX block scales: one byte, a power of two 2**(code - 127).
+    "e8m0": np.dtype(ml_dtypes.float8_e8m0fnu),
     # Sub-byte ints are held one per int8 in memory; the traffic model counts their packed size.
     "int4": np.dtype(np.int8),
 }
