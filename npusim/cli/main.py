@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -11,14 +12,24 @@ from rich.console import Console
 from rich.table import Table
 
 from npusim.cli import common
+from npusim.cli.accuracy import accuracy
+from npusim.cli.sweep_cmd import sweep_cmd
+from npusim.cli.trace_cmds import diff_cmd, inspect_cmd, plot_cmd
 from npusim.config import load_config, preset_paths
+from npusim.errors import NpusimError
 from npusim.graph.io import load_graph, save_graph
-from npusim.kernels.gemm.native import build_gemm_native
+from npusim.kernels.gemm.quant import build_gemm
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Cycle-level simulator of an Ascend-style NPU (Cube, Vector, MTE pipes, HBM/L2).")
 run_app = typer.Typer(no_args_is_help=True, help="Simulate one kernel and report cycles, pipes, traffic, numerics.")
 app.add_typer(run_app, name="run")
+compare_app = typer.Typer(help="Every method the preset supports, side by side, on one GEMM or a model's layer.")
+app.add_typer(compare_app, name="compare")
+
+METHOD = typer.Option("native", "--method", help="native (bf16 weights) | dequant | msd | direct")
+WEIGHTS = typer.Option("bf16", "--weights", help="bf16 | int8 (per channel) | int8-g128 (per group of 128) | mxfp4")
+PASSES = typer.Option(2, "--passes", help="MSD passes (1-4)")
 
 
 @app.command()
@@ -56,10 +67,14 @@ def run_gemm(
     trace: Optional[Path] = common.TRACE, json_out: bool = common.JSON,
     no_numerics: bool = common.NO_NUMERICS,
     save_graph_to: Optional[Path] = typer.Option(None, "--save-graph", help="also write the schedule as a JSON graph"),
+    method: str = METHOD, weights: str = WEIGHTS, passes: int = PASSES,
 ) -> None:
-    """bf16 GEMM Y = X @ W (fp32 accumulation, bf16 out), tiled from the buffers, over all cores."""
+    """GEMM Y = X @ W (bf16 X and Y), tiled from the buffers over all cores: native bf16, the dequant
+    baseline or MSD on quantized weights."""
     cfg = common.config(hw, overrides)
-    graph = build_gemm_native(cfg, m, k, n, cores)
+    if weights == "bf16" and method != "native":
+        weights = "int8"  # a quantized method with the default weights means the usual W8A16 case
+    graph = build_gemm(cfg, m, k, n, cores, method=method, weights=weights, passes=passes)
     if save_graph_to is not None:
         save_graph(graph, save_graph_to)
     common.run_and_report(graph, cfg, seed=seed, trace=trace, json_out=json_out, numerics=not no_numerics)
@@ -79,16 +94,61 @@ def run_graph(
     common.run_and_report(graph, cfg, seed=seed, trace=trace, json_out=json_out, numerics=not no_numerics)
 
 
-def _register_optional_commands() -> None:
-    try:
-        from npusim.cli.accuracy import accuracy
-    except ImportError:
+@compare_app.callback(invoke_without_command=True)
+@common.user_errors
+def compare_workload(
+    ctx: typer.Context,
+    workload: Optional[str] = typer.Option(None, "--workload", help="a workloads/ name (e.g. llama-3.1-70b) or TOML path"),
+    phase: Optional[str] = typer.Option(None, "--phase", help="phase of the workload (e.g. decode_b16; default: the first)"),
+    weights: str = typer.Option("int8", "--weights", help="quantized weight format for dequant and msd"),
+    passes: int = PASSES, hw: str = common.HW, overrides: Optional[list[str]] = common.SET,
+    json_out: bool = common.JSON, numerics: bool = typer.Option(False, "--numerics", help="also check every output (slower)"),
+) -> None:
+    """With --workload: all GEMMs of a model layer, every method, totalled over the model."""
+    if ctx.invoked_subcommand is not None:
         return
-    app.command("accuracy", help="Effective bits, error bounds and GEMM accuracy of the number formats "
-                                 "(DESIGN.md section 5, rows 1-5 and 9).")(common.user_errors(accuracy))
+    if workload is None:
+        raise NpusimError("compare: give --workload FILE, or a kernel: `npusim compare gemm --m M --k K --n N`")
+    from npusim.report.compare import render_workload, run_workload_comparison
+    from npusim.workloads.load import load_workload
+    cfg = common.config(hw, overrides)
+    err = Console(stderr=True)
+    res = run_workload_comparison(cfg, load_workload(workload), phase, weights=weights, passes=passes,
+                                  numerics=numerics, progress=None if json_out else (lambda s: err.print(f"  {s}", style="dim")))
+    if json_out:
+        sys.stdout.write(json.dumps(res, sort_keys=True) + "\n")
+    else:
+        render_workload(res, Console())
 
 
-_register_optional_commands()
+@compare_app.command("gemm")
+@common.user_errors
+def compare_gemm(
+    m: int = typer.Option(..., "--m", help="rows of X (tokens)"),
+    k: int = typer.Option(..., "--k", help="inner dimension"),
+    n: int = typer.Option(..., "--n", help="output channels"),
+    cores: Optional[int] = typer.Option(None, "--cores", help="AI-core groups to use (default: all)"),
+    weights: str = typer.Option("int8", "--weights", help="quantized weight format for dequant and msd"),
+    passes: int = PASSES, hw: str = common.HW, overrides: Optional[list[str]] = common.SET, seed: int = common.SEED,
+    json_out: bool = common.JSON, no_numerics: bool = common.NO_NUMERICS,
+) -> None:
+    """One GEMM shape, every method: cycles, speedup over dequant, Cube stalls, HBM bytes, error."""
+    from npusim.report.compare import render_comparison, run_gemm_comparison
+    cfg = common.config(hw, overrides)
+    docs = run_gemm_comparison(cfg, m, k, n, weights=weights, passes=passes, cores=cores, seed=seed,
+                               numerics=not no_numerics)
+    if json_out:
+        sys.stdout.write(json.dumps({"rows": docs}, sort_keys=True) + "\n")
+    else:
+        render_comparison(docs, Console(), f"GEMM {m}x{k}x{n} on {cfg.meta.name}")
+
+
+app.command("accuracy", help="Effective bits, error bounds and GEMM accuracy of the number formats "
+                             "(DESIGN.md section 5, rows 1-5 and 9).")(common.user_errors(accuracy))
+app.command("inspect")(inspect_cmd)
+app.command("diff")(diff_cmd)
+app.command("plot")(plot_cmd)
+app.command("sweep")(sweep_cmd)
 
 
 def main() -> None:
