@@ -49,6 +49,11 @@ def vector_cycles(cfg: HardwareConfig, vop: str, elements: int, dtype: str) -> i
     return cfg.vector.start_cycles + ceil(vector_repeats(cfg, elements, dtype) * cfg.vector.cycles_per_repeat[vop])
 
 
+def vector_cycles_per_element(cfg: HardwareConfig, vop: str, dtype: str) -> float:
+    """The steady-state part of vector_cycles per element: bytes(dtype) / 256 x cycles_per_repeat[vop]."""
+    return DTYPE_BYTES[dtype] / cfg.vector.repeat_bytes * cfg.vector.cycles_per_repeat[vop]
+
+
 def port(cfg: HardwareConfig, path: Path):
     p = getattr(cfg.dma, Path(path).value)
     if p is None:

@@ -36,30 +36,63 @@ def _region(region) -> tuple[slice, ...]:
     return tuple(slice(a, b) for a, b in region)
 
 
-def init_tensor(t: Tensor, seed: int) -> np.ndarray:
-    """Fill a GM tensor per its init spec, deterministically from (run seed, tensor name)."""
-    init = t.init or {"kind": "zeros"}
-    kind = init.get("kind")
-    rng = np.random.default_rng([seed, zlib.crc32(t.name.encode())])
-    if kind == "zeros":
-        data = np.zeros(t.shape, dtype=np.float32)
-    elif kind == "normal":
-        data = rng.standard_normal(t.shape, dtype=np.float32) * np.float32(init.get("std", 1.0))
-    elif kind == "uniform":
-        lo, hi = init.get("low", -1.0), init.get("high", 1.0)
-        data = rng.uniform(lo, hi, t.shape).astype(np.float32)
-    elif kind == "randint":
-        data = rng.integers(init["low"], init["high"], t.shape, endpoint=True)
-    else:
-        raise GraphError(f"tensor {t.name!r}: unknown init kind {kind!r} (zeros, normal, uniform, randint)")
-    return data.astype(np_dtype(t.dtype))
+InitFn = Callable[[Tensor, dict, "Inputs"], np.ndarray]
+INITS: dict[str, InitFn] = {}
+
+
+def register_init(kind: str) -> Callable[[InitFn], InitFn]:
+    """Register a tensor init kind: (tensor, spec, inputs) -> array (cast to the tensor's dtype after)."""
+    def deco(fn: InitFn) -> InitFn:
+        INITS[kind] = fn
+        return fn
+    return deco
+
+
+class Inputs:
+    """Deterministic input data: every random stream is keyed by (run seed, a name), and derived data
+    (e.g. quantized weights and their scales, made from one float tensor) is computed once and shared."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self.cache: dict = {}
+
+    def rng(self, key: str) -> np.random.Generator:
+        return np.random.default_rng([self.seed, zlib.crc32(key.encode())])
+
+    def random(self, key: str, shape: tuple[int, ...], spec: dict) -> np.ndarray:
+        kind = spec.get("kind", "normal")
+        rng = self.rng(key)
+        if kind == "normal":
+            data = rng.standard_normal(shape, dtype=np.float32) * np.float32(spec.get("std", 1.0))
+            for col, factor in (spec.get("outlier_channels") or {}).items():
+                data[..., int(col)] *= np.float32(factor)
+            return data
+        if kind == "uniform":
+            return rng.uniform(spec.get("low", -1.0), spec.get("high", 1.0), shape).astype(np.float32)
+        if kind == "randint":
+            return rng.integers(spec["low"], spec["high"], shape, endpoint=True)
+        raise GraphError(f"unknown random init kind {kind!r} (normal, uniform, randint)")
+
+    def tensor(self, t: Tensor) -> np.ndarray:
+        spec = t.init or {"kind": "zeros"}
+        kind = spec.get("kind")
+        if kind == "zeros":
+            return np.zeros(t.shape, dtype=np_dtype(t.dtype))
+        if kind in INITS:
+            return np.asarray(INITS[kind](t, spec, self))
+        if kind in ("normal", "uniform", "randint"):
+            return self.random(t.name, t.shape, spec).astype(np_dtype(t.dtype))
+        raise GraphError(f"tensor {t.name!r}: unknown init kind {kind!r} "
+                         f"(zeros, normal, uniform, randint, {', '.join(INITS)})")
 
 
 class Datapath:
     def __init__(self, graph: KernelGraph, seed: int, gm: dict[str, np.ndarray] | None = None):
         self.graph = graph
-        self.gm: dict[str, np.ndarray] = gm if gm is not None else {
-            name: init_tensor(t, seed) for name, t in graph.tensors.items()}
+        if gm is None:
+            inputs = Inputs(seed)
+            gm = {name: inputs.tensor(t) for name, t in graph.tensors.items()}
+        self.gm: dict[str, np.ndarray] = gm
         self.slots: dict[str, np.ndarray] = {}
 
     def begin(self, op: Op) -> dict[str, np.ndarray] | None:
@@ -76,9 +109,18 @@ class Datapath:
         if not result:
             return
         for dest, value in result.items():
-            if dest.startswith("gm:"):
-                region = op.gm.region
-                self.gm[op.gm.tensor][_region(region)] = value
+            if dest == "gm:":
+                region = _region(op.gm.region)
+                view = self.gm[op.gm.tensor][region]
+                view[...] = value.reshape(view.shape)
+            elif dest.startswith("sub:"):
+                # part of a slot: the rest of the slot keeps what it held (as a real buffer would)
+                name = dest[4:]
+                sub, shape, data = value
+                cur = self.slots.get(name)
+                if cur is None or cur.shape != tuple(shape) or cur.dtype != data.dtype:
+                    cur = self.slots[name] = np.zeros(shape, dtype=data.dtype)
+                cur[_region(sub)] = data
             else:
                 self.slots[dest] = value
 
@@ -93,21 +135,31 @@ class Datapath:
 def _copy(dp: Datapath, op: Op, spec: dict) -> dict[str, np.ndarray]:
     """A DMA: GM region or source slot -> destination slot or GM region.
 
-    spec: "sub" = [[r0, r1], [c0, c1]] picks a sub-tile of the source slot; "cast" = dtype to round to
-    (FixPipe's on-the-fly conversion); "transpose" = true stores the tile transposed.
+    spec: "view" = shape to see the source as first; "sub" = [[r0, r1], [c0, c1]] picks a sub-tile of the
+    source; "reshape" = shape to view the
+    source as (e.g. a (passes, rows, k) GM region as (passes x rows, k)); "cast" = dtype to round to
+    (FixPipe's on-the-fly conversion); "dst_sub" + "dst_shape" = write into that region of a destination
+    slot of that shape. A GM destination takes the region's shape.
     """
-    if op.path.reads_gm:
+    # a vector "copy" (op.path is None) moves between two UB slots
+    if op.path is not None and op.path.reads_gm:
         src = dp.gm[op.gm.tensor][_region(op.gm.region)]
     else:
         src = dp.read_slot(op, op.reads[0])
+    if "view" in spec:
+        src = src.reshape(spec["view"])
     if "sub" in spec:
         src = src[_region(spec["sub"])]
-    if spec.get("transpose"):
-        src = src.T
+    if "reshape" in spec:
+        src = src.reshape(spec["reshape"])
     if "cast" in spec:
         src = src.astype(np_dtype(spec["cast"]))
-    dest = "gm:" if op.path.writes_gm else op.writes[0]
-    return {dest: np.array(src, copy=True)}
+    data = np.array(src, copy=True)
+    if op.path is not None and op.path.writes_gm:
+        return {"gm:": data}
+    if "dst_sub" in spec:
+        return {"sub:" + op.writes[0]: (spec["dst_sub"], spec["dst_shape"], data)}
+    return {op.writes[0]: data}
 
 
 @register("mmad")

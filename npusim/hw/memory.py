@@ -61,44 +61,81 @@ class BandwidthCalendar:
             self._low = window
 
 
-class L2Cache:
-    """LRU cache of GM tiles (key -> bytes), write-back and write-allocate.
+def _covers(intervals, lo: int, hi: int) -> bool:
+    """Do the [a, b) intervals cover [lo, hi)?"""
+    reach = lo
+    for a, b in sorted(intervals):
+        if a > reach:
+            break
+        reach = max(reach, b)
+        if reach >= hi:
+            return True
+    return reach >= hi
 
-    Tile granularity: a tile hits only if the same tensor region was read or written before and is still
-    resident; overlapping regions of other shapes are separate entries. A dirty tile costs its bytes in
-    HBM writes when it is evicted, or when the kernel ends (flush).
+
+class L2Cache:
+    """LRU cache of GM tiles, write-back and write-allocate. Keys are (tensor, region).
+
+    Tile granularity: a read hits if the same tensor region was read or written before and is still
+    resident, or if written tiles that are still resident and differ from it along one dimension only
+    cover it along that dimension (a workspace written piece by piece and read whole). A dirty tile costs
+    its bytes in HBM writes when it is evicted, or when the kernel ends (flush).
     """
 
     def __init__(self, capacity_bytes: int):
         self.capacity_bytes = capacity_bytes
         self.used_bytes = 0
         self._lines: OrderedDict[Hashable, list] = OrderedDict()  # key -> [nbytes, dirty, role]
+        # (tensor, dim, region without dim) -> {key: interval along dim} of resident written tiles
+        self._pieces: dict[tuple, dict] = {}
 
     def read(self, key: Hashable) -> bool:
         line = self._lines.get(key)
-        if line is None:
-            return False
-        self._lines.move_to_end(key)
-        return True
+        if line is not None:
+            self._lines.move_to_end(key)
+            return True
+        tensor, region = key
+        for d, (lo, hi) in enumerate(region):
+            pieces = self._pieces.get((tensor, d, region[:d] + region[d + 1:]))
+            if pieces and _covers(pieces.values(), lo, hi):
+                for other, (a, b) in pieces.items():
+                    if a < hi and b > lo:
+                        self._lines.move_to_end(other)
+                return True
+        return False
+
+    def _index(self, key, add: bool) -> None:
+        tensor, region = key
+        for d, iv in enumerate(region):
+            idx = (tensor, d, region[:d] + region[d + 1:])
+            if add:
+                self._pieces.setdefault(idx, {})[key] = iv
+            else:
+                self._pieces.get(idx, {}).pop(key, None)
 
     def fill(self, key: Hashable, nbytes: int, role: str, dirty: bool) -> list[tuple[int, str]]:
         """Insert or update a tile; return the (bytes, role) of dirty tiles evicted to make room."""
         line = self._lines.get(key)
         if line is not None:
-            line[1] = line[1] or dirty
             self._lines.move_to_end(key)
+            if dirty and not line[1]:
+                self._index(key, add=True)
+            line[1] = line[1] or dirty
             return []
         if nbytes > self.capacity_bytes:
             # Larger than the whole cache: streams past it; a write goes straight to HBM.
             return [(nbytes, role)] if dirty else []
         evicted = []
         while self.used_bytes + nbytes > self.capacity_bytes:
-            _, (b, d, r) = self._lines.popitem(last=False)
+            old, (b, d, r) = self._lines.popitem(last=False)
             self.used_bytes -= b
             if d:
+                self._index(old, add=False)
                 evicted.append((b, r))
         self._lines[key] = [nbytes, dirty, role]
         self.used_bytes += nbytes
+        if dirty:
+            self._index(key, add=True)
         return evicted
 
     def dirty_lines(self) -> list[tuple[int, str]]:

@@ -12,7 +12,7 @@ from typing import Any, Callable
 from npusim.config.schema import HardwareConfig
 from npusim.errors import NpusimError
 from npusim.graph.kernel_graph import KernelGraph
-from npusim.kernels.gemm.native import build_gemm_native
+from npusim.kernels.gemm.quant import build_gemm
 
 
 @dataclass(frozen=True)
@@ -24,11 +24,9 @@ class KernelSpec:
     methods: Callable[[HardwareConfig], list[str]]
 
 
-def _gemm(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None = None, method: str = "native",
-          weights: str = "bf16", passes: int = 2) -> KernelGraph:
-    if method != "native" or weights != "bf16":
-        raise NpusimError(f"gemm: method {method!r} with {weights!r} weights is not available yet")
-    return build_gemm_native(cfg, m, k, n, cores)
+def _gemm_methods(cfg: HardwareConfig) -> list[str]:
+    """(method, weights) pairs the preset runs, as 'method' names for comparisons over int8 weights."""
+    return ["native", "dequant", "msd"]
 
 
 KERNELS: dict[str, KernelSpec] = {
@@ -38,8 +36,8 @@ KERNELS: dict[str, KernelSpec] = {
                  "cores": "AI-core groups to use", "method": "native | dequant | msd | direct",
                  "weights": "bf16 | int8 | int8-g128 | mxfp4", "passes": "MSD passes"},
         defaults={"cores": None, "method": "native", "weights": "bf16", "passes": 2},
-        builder=_gemm,
-        methods=lambda cfg: ["native"],
+        builder=build_gemm,
+        methods=_gemm_methods,
     ),
 }
 

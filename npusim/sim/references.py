@@ -7,10 +7,22 @@ from typing import Callable
 import numpy as np
 
 from npusim.numerics import reference as ref
+from npusim.numerics.intq import expand_scale
+
+
+def gemm_fp64_int(x: np.ndarray, wq: np.ndarray, w_scale: np.ndarray, group_k: int | None = None,
+                  **_: object) -> np.ndarray:
+    """FP64 truth for integer weights: X @ (q x s), on the exact values the codes stand for."""
+    w = wq.astype(np.float64) * expand_scale(w_scale, wq.shape[0], group_k).astype(np.float64)
+    return np.asarray(x, dtype=np.float64) @ w
+
 
 REFERENCES: dict[str, Callable[..., np.ndarray]] = {
     "gemm_native_bf16": ref.gemm_native_bf16,
     "gemm_fp64": ref.gemm_fp64,
+    "gemm_dequant_int": ref.gemm_dequant_int,
+    "gemm_msd_int8": ref.gemm_msd_int8,
+    "gemm_fp64_int": gemm_fp64_int,
 }
 
 

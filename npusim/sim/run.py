@@ -14,6 +14,7 @@ from npusim.graph.validate import validate_graph
 from npusim.hw.datapath import Datapath
 from npusim.hw.machine import Machine
 from npusim.hw.records import Recorder
+import npusim.kernels  # noqa: F401  (registers the kernels' compute functions)
 from npusim.sim.references import REFERENCES
 
 
@@ -65,14 +66,15 @@ def check_numerics(graph: KernelGraph, datapath: Datapath) -> NumericsVerdict | 
         raise GraphError(f"graph {graph.name!r}: unknown reference {spec['fn']!r} (known: {', '.join(REFERENCES)})")
     inputs = [datapath.gm[name] for name in spec["inputs"]]
     got = datapath.gm[spec["output"]]
-    want = np.asarray(fn(*inputs)).astype(got.dtype)
+    kwargs = spec.get("kwargs", {})
+    want = np.asarray(fn(*inputs, **kwargs)).astype(got.dtype)
     if want.shape != got.shape:
         raise GraphError(f"reference {spec['fn']} has shape {want.shape}, output {spec['output']} has {got.shape}")
     # Bit patterns, not values: -0.0 vs 0.0 or a NaN payload is a mismatch too.
     mismatches = int(np.count_nonzero(_bits(want) != _bits(got)))
     rel = mx = None
     if spec.get("truth"):
-        truth = REFERENCES[spec["truth"]](*inputs)
+        truth = REFERENCES[spec["truth"]](*inputs, **kwargs)
         err = got.astype(np.float64) - truth
         norm = float(np.linalg.norm(truth))
         rel = float(np.linalg.norm(err) / norm) if norm > 0 else float(np.linalg.norm(err))

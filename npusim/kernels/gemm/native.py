@@ -14,7 +14,7 @@ from npusim.errors import GraphError
 from npusim.graph.kernel_graph import KernelGraph
 from npusim.graph.ops import GmRef, Path, Role, Unit
 from npusim.kernels.gemm.cube_loop import CubeLoop
-from npusim.kernels.gemm.tiling import GemmTiling, choose_gemm_tiling, split
+from npusim.kernels.gemm.tiling import GemmTiling, choose_gemm_tiling, k_chunks, split
 
 COPY = {"fn": "copy"}
 TO_BF16 = {"fn": "copy", "cast": "bf16"}
@@ -47,7 +47,7 @@ def build_gemm_native(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | 
     g.reference = {"fn": "gemm_native_bf16", "inputs": ["x", "w"], "output": "y", "truth": "gemm_fp64"}
 
     tiles = [(r, c) for r in split(m, t.m0) for c in split(n, t.n0)]
-    k1_chunks = split(k, t.k1)
+    k1_chunks = k_chunks(k, t.k1, t.k0)
     for core in range(min(cores, len(tiles))):
         aic = Unit(core, "aic")
         loop = CubeLoop(g, aic, t, a_rows=t.m0, a_dtype="bf16", b_dtype="bf16")

@@ -19,7 +19,7 @@ from npusim.hw import costs
 
 M0_CHOICES = (16, 32, 48, 64, 96, 128, 192, 256)
 K0_CHOICES = (32, 64, 128)
-K1_FACTORS = (1, 2, 4)
+K1_FACTORS = (1, 2, 4, 8)
 
 
 @dataclass(frozen=True)
@@ -44,44 +44,62 @@ def _round16(x: int) -> int:
 
 def choose_gemm_tiling(cfg: HardwareConfig, m: int, k: int, n: int, cores: int, *,
                        a_dtype: str = "bf16", b_dtype: str = "bf16", acc_bytes: int = 4,
-                       out_dtype: str = "bf16") -> GemmTiling:
+                       out_dtype: str = "bf16", a_row_factor: int = 1,
+                       max_b_chunk_elements: int | None = None, max_acc_elements: int | None = None,
+                       k1_multiple: int = 1, partition: str = "round_robin",
+                       a_resident_bytes: int = 0, b_buffers: int = 2) -> GemmTiling:
+    """a_row_factor: A rows per output row (MSD stacks `passes` rows per token). The max_* limits come
+    from the AIV side of a schedule (a weight chunk or an accumulator tile must fit in UB).
+    partition: how output tiles are dealt to cores ("round_robin" or "columns", see assign_tiles).
+    a_resident_bytes: L1 bytes of an A operand kept whole in L1 (then A is not double-buffered by chunk)."""
     ab, bb, ob = DTYPE_BYTES[a_dtype], DTYPE_BYTES[b_dtype], DTYPE_BYTES[out_dtype]
     buf = cfg.buffers
-    gm_rate = costs.port(cfg, Path.GM_TO_L1).rate_bytes_per_cycle
-    # Steady state: operands re-read by other cores hit in L2; with L2 off, every core shares HBM.
-    if cfg.l2.enabled:
-        gm_rate = min(gm_rate, cfg.l2.read_rate_bytes_per_cycle)
-    else:
-        gm_rate = min(gm_rate, cfg.hbm_bytes_per_cycle / cores)
+    port_rate = costs.port(cfg, Path.GM_TO_L1).rate_bytes_per_cycle
+    hbm_share = cfg.hbm_bytes_per_cycle / cores
+    # Steady state: A is re-read by many cores and hits in L2 (with L2 on); B comes from HBM when there is
+    # one row tile (each weight byte is read once), else mostly from L2.
+    a_rate = min(port_rate, cfg.l2.read_rate_bytes_per_cycle if cfg.l2.enabled else hbm_share)
     mte2_start = costs.port(cfg, Path.GM_TO_L1).start_cycles
     best: tuple | None = None
     m_cap = _round16(m)
     n_cap = _round16(n)
     for m0 in (c for c in M0_CHOICES if c <= m_cap) if m_cap >= 16 else ():
         for n0 in range(16, min(512, n_cap) + 1, 16):
+            if max_acc_elements is not None and a_row_factor * m0 * n0 > max_acc_elements:
+                continue
             for k0 in K0_CHOICES:
-                if 2 * m0 * k0 * ab > buf.l0a_bytes or 2 * k0 * n0 * bb > buf.l0b_bytes:
+                if 2 * a_row_factor * m0 * k0 * ab > buf.l0a_bytes or 2 * k0 * n0 * bb > buf.l0b_bytes:
                     continue
-                acc_tile = m0 * n0 * acc_bytes
+                acc_tile = a_row_factor * m0 * n0 * acc_bytes
                 l0c_slots = 2 if 2 * acc_tile <= buf.l0c_bytes else 1 if acc_tile <= buf.l0c_bytes else 0
                 if not l0c_slots:
                     continue
                 for f in K1_FACTORS:
                     k1 = k0 * f
-                    if 2 * (m0 * k1 * ab + k1 * n0 * bb) > buf.l1_bytes:
+                    a_l1 = a_resident_bytes if a_resident_bytes else 2 * a_row_factor * m0 * k1 * ab
+                    if a_l1 + b_buffers * k1 * n0 * bb > buf.l1_bytes:
+                        continue
+                    if k1 % k1_multiple or (max_b_chunk_elements is not None and k1 * n0 > max_b_chunk_elements):
                         continue
                     if k1 > _round16(k) * 2 and f > 1:
                         continue
-                    mt, nt = min(m0, m), min(n0, n)
+                    mt, nt = a_row_factor * min(m0, m), min(n0, n)
                     k_steps = ceil(k / k0)
                     cube = k_steps * costs.mmad_cycles(cfg, mt, k0, nt, b_dtype)
                     mte1 = k_steps * (costs.dma_cycles_uncontended(cfg, Path.L1_TO_L0A, ceil(mt * k0 * ab))
                                       + costs.dma_cycles_uncontended(cfg, Path.L1_TO_L0B, ceil(k0 * nt * bb)))
-                    mte2 = ceil(k / k1) * (2 * mte2_start + ceil((mt + nt) * k1 * ab / gm_rate))
+                    b_from_hbm = ceil(m / m0) == 1 or not cfg.l2.enabled
+                    b_rate = min(port_rate, hbm_share) if b_from_hbm else a_rate
+                    b_fixed = mte2_start + (cfg.hbm.first_byte_cycles if b_from_hbm else 0)
+                    a_cost = 0 if a_resident_bytes else mte2_start + ceil(mt * k1 * ab / a_rate)
+                    mte2 = ceil(k / k1) * (b_fixed + a_cost + ceil(k1 * nt * bb / b_rate))
                     fixp = costs.dma_cycles_uncontended(cfg, Path.L0C_TO_GM, ceil(mt * nt * ob))
                     tile = max(cube, mte1, mte2) + (0 if l0c_slots == 2 else fixp)
                     tiles_m, tiles_n = ceil(m / m0), ceil(n / n0)
-                    rounds = ceil(tiles_m * tiles_n / cores)
+                    if partition == "columns":
+                        rounds = tiles_m * ceil(ceil(ceil(n / 16) / cores) * 16 / n0)
+                    else:
+                        rounds = ceil(tiles_m * tiles_n / cores)
                     est = rounds * tile + fixp
                     gm_bytes = tiles_m * tiles_n * (mt + nt) * k
                     score = (est, gm_bytes, -m0 * n0)
@@ -91,6 +109,47 @@ def choose_gemm_tiling(cfg: HardwareConfig, m: int, k: int, n: int, cores: int, 
         raise GraphError(f"no GEMM tiling of {m}x{k}x{n} fits the buffers of {cfg.meta.name} "
                          f"(L0A {buf.l0a_bytes} B, L0B {buf.l0b_bytes} B, L0C {buf.l0c_bytes} B, L1 {buf.l1_bytes} B)")
     return best[1]
+
+
+def assign_tiles(m: int, n: int, t: GemmTiling, cores: int, partition: str) -> list[list[tuple]]:
+    """Output tiles ((r0, r1), (c0, c1)) per core.
+
+    round_robin: m0 x n0 tiles dealt in row-major order (cores working together share rows of X).
+    columns: N cut into `cores` contiguous ranges that differ by at most one 16-column fractal, each cut
+    into sub-tiles of at most n0; a core runs every row tile of its columns. Decode GEMMs (one row tile)
+    then balance to within one fractal column instead of one n0 tile.
+    """
+    rows = split(m, t.m0)
+    if partition == "round_robin":
+        tiles = [(r, c) for r in rows for c in split(n, t.n0)]
+        return [tiles[c::cores] for c in range(min(cores, len(tiles)))]
+    units = ceil(n / 16)
+    base, extra = divmod(units, cores)
+    per_core, start = [], 0
+    for c in range(cores):
+        width = (base + (1 if c < extra else 0)) * 16
+        stop = min(n, start + width)
+        if stop > start:
+            parts = ceil((stop - start) / t.n0)
+            step = ceil((stop - start) / parts / 16) * 16
+            per_core.append([(r, col) for col in split_range(start, stop, step) for r in rows])
+        start = stop
+    return per_core
+
+
+def split_range(start: int, stop: int, step: int) -> list[tuple[int, int]]:
+    return [(s, min(s + step, stop)) for s in range(start, stop, step)]
+
+
+def k_chunks(k: int, k1: int, k0: int, multiple: int = 1) -> list[tuple[int, int]]:
+    """K cut into L1 chunks of k1, except that the last full chunk is cut in four (on k0 and `multiple`
+    boundaries): after the last load the Cube then drains a quarter chunk, not a whole one."""
+    chunks = split(k, k1)
+    if len(chunks) < 2:
+        return chunks
+    a, b = chunks[-1]
+    step = max(k0, ceil((b - a) / 4 / max(k0, multiple)) * max(k0, multiple))
+    return chunks[:-1] + split_range(a, b, step)
 
 
 def split(total: int, step: int) -> list[tuple[int, int]]:

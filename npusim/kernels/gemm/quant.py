@@ -1,0 +1,465 @@
+"""Quantized-weight GEMM schedules: the dequant baseline and Multi-Scale Dequant (DESIGN.md 4.1, 4.2).
+
+Y (M x N, bf16) = X (M x K, bf16) @ W, W int8 per output channel (or per group of 128 along K).
+
+dequant: for every weight chunk (k1 x n0) an AIV loads the int8 codes and scales into UB, runs the
+  DEQUANT vector program (int8 -> fp32, x scale, -> bf16) and hands the bf16 chunk to the AIC: through a
+  GM workspace (MTE3 write, cross-core flag, AIC MTE2 read) or, where the part has it, straight into L1
+  (UB->L1). The AIC then runs a bf16 GEMM with fp32 accumulation. Vector work ~ K x N, whatever M is.
+msd: the AIVs decompose X once into `passes` int8 components per row (MSD_ABSMAX and the decompose
+  program), written to a GM workspace as (passes, M, K); each AIC multiplies the stacked passes
+  (passes x M rows) by the raw int8 weights on the int8 Cube, int32 accumulation, and FixPipe writes the
+  int32 partials to a workspace (or straight to UB on a part with L0C->UB); an AIV recombines them in fp32
+  with the row and channel scales and writes bf16 Y. Vector work ~ passes x M x (K + N).
+
+Output tiles are dealt to cores by column block (all row tiles of a column block on one core), so the
+dequantized weights of a column block are produced once and, for M > m0, re-read from the workspace.
+The two AIVs of a core take alternate chunks.
+"""
+
+from __future__ import annotations
+
+from math import ceil
+
+from npusim.config.schema import HardwareConfig
+from npusim.errors import GraphError
+from npusim.graph.kernel_graph import KernelGraph
+from npusim.graph.ops import Buffer, GmRef, Path, Role, Unit
+from npusim.kernels.gemm.cube_loop import CubeLoop
+from npusim.kernels.gemm.native import COPY, TO_BF16, build_gemm_native, check_shape, tiling_meta
+from npusim.kernels.gemm.programs import DEQUANT, MSD_ABSMAX, msd_decompose_steps, msd_recombine_steps
+from npusim.kernels.gemm.tiling import GemmTiling, assign_tiles, choose_gemm_tiling, k_chunks, split
+from npusim.numerics.msd import int32_safe_k
+
+WEIGHTS = ("bf16", "int8", "int8-g128", "mxfp4")
+METHODS = ("native", "dequant", "msd", "direct")
+GROUP_K = 128
+# UB bytes per weight element a dequant chunk needs: int8 codes in, an fp32 temporary, bf16 out.
+DEQUANT_UB_BYTES_PER_ELEMENT = 1 + 4 + 2
+
+
+def check_method(cfg: HardwareConfig, method: str, weights: str, passes: int) -> None:
+    if weights not in WEIGHTS:
+        raise GraphError(f"--weights {weights!r}: choose one of {', '.join(WEIGHTS)}")
+    if method not in METHODS:
+        raise GraphError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
+    if method == "native" and weights != "bf16":
+        raise GraphError(f"--method native multiplies bf16 weights; {weights} weights need --method dequant or msd")
+    if method != "native" and weights == "bf16":
+        raise GraphError(f"--method {method} needs quantized weights (--weights int8, int8-g128 or mxfp4)")
+    if method == "msd" and weights == "int8-g128":
+        raise GraphError("--method msd takes per-channel int8 weights (--weights int8): with per-group scales "
+                         "the int32 partials would have to be recombined per group of 128")
+    if method in ("msd", "direct") and weights == "mxfp4" or method == "direct":
+        if cfg.cube.mx_block_elements is None or "mxfp4" not in cfg.cube.k0:
+            raise GraphError(f"--method {method} with {weights} weights needs a Cube that takes MX formats; "
+                             f"preset {cfg.meta.name} has none (the 950 preset does)")
+        raise GraphError(f"--method {method} with {weights} weights is not implemented yet")
+    if weights == "mxfp4":
+        raise GraphError("--weights mxfp4 is not implemented yet")
+    if not 1 <= passes <= 4:
+        raise GraphError(f"--passes {passes}: MSD takes 1 to 4 passes")
+
+
+def build_gemm(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None = None, method: str = "native",
+               weights: str = "bf16", passes: int = 2) -> KernelGraph:
+    check_method(cfg, method, weights, passes)
+    if method == "native":
+        return build_gemm_native(cfg, m, k, n, cores)
+    cores = check_shape(cfg, m, k, n, cores)
+    group_k = GROUP_K if weights == "int8-g128" else None
+    if group_k and k % group_k:
+        raise GraphError(f"--weights int8-g128 needs K a multiple of {group_k} (K = {k})")
+    if method == "dequant":
+        return _build_dequant(cfg, m, k, n, cores, weights, group_k)
+    if k > int32_safe_k():
+        raise GraphError(f"K = {k} exceeds the int32-safe accumulation depth {int32_safe_k()} of int8 MSD")
+    return _build_msd(cfg, m, k, n, cores, passes)
+
+
+def _weight_tensors(g: KernelGraph, k: int, n: int, group_k: int | None) -> None:
+    std = 1.0 / max(1.0, k) ** 0.5
+    base = {"kind": "quant_int", "source": "w_float", "bits": 8, "group_k": group_k, "shape": (k, n), "std": std}
+    g.tensor("wq", (k, n), "int8", Role.WEIGHT, {**base, "part": "q"})
+    g.tensor("ws", (n,) if group_k is None else (k // group_k, n), "fp32", Role.WEIGHT_SCALE,
+             {**base, "part": "scale"})
+
+
+def _column_major_tiles(m: int, n: int, t: GemmTiling, cores: int) -> list[list[tuple]]:
+    """Per core: its output tiles, all row tiles of a column block together."""
+    cols = split(n, t.n0)
+    rows = split(m, t.m0)
+    per_core: list[list[tuple]] = [[] for _ in range(cores)]
+    for ci, c in enumerate(cols):
+        per_core[ci % cores].extend((r, c) for r in rows)
+    return [tiles for tiles in per_core if tiles]
+
+
+def emit_program(g: KernelGraph, unit: Unit, tag: str, steps, elements: int, first: dict,
+                 last: dict | None = None) -> list[int]:
+    """Emit a vector program, one VECTOR op per step. `first` / `last` are the keyword arguments of the
+    first and last step (deps, slots read and written, compute); the steps between are timing only,
+    ordered by the pipe's program order."""
+    ids = []
+    for i, st in enumerate(steps):
+        kw = dict(first) if i == 0 else {}
+        if last and i == len(steps) - 1:
+            kw.update(last)
+        ids.append(g.vec(f"{st.vop}{tag}", unit, st.vop, elements, st.dtype, **kw))
+    return ids
+
+
+# ---- dequant ------------------------------------------------------------------------------------------
+
+def _build_dequant(cfg, m, k, n, cores, weights, group_k) -> KernelGraph:
+    direct = cfg.dma.ub_to_l1 is not None
+    ub_cap = cfg.buffers.ub_bytes // (2 * DEQUANT_UB_BYTES_PER_ELEMENT)  # elements per chunk, double-buffered
+    t = choose_gemm_tiling(cfg, m, k, n, cores, max_b_chunk_elements=ub_cap, k1_multiple=group_k or 1)
+    g = KernelGraph(name=f"gemm_dequant_{weights}_{m}x{k}x{n}")
+    g.meta = {"kernel": "gemm", "method": "dequant", "weights": weights, "m": m, "k": k, "n": n, "cores": cores,
+              "handoff": "ub_to_l1" if direct else "gm_workspace", "tiling": tiling_meta(t)}
+    g.tensor("x", (m, k), "bf16", Role.ACTIVATION, {"kind": "normal", "std": 1.0})
+    _weight_tensors(g, k, n, group_k)
+    g.tensor("y", (m, n), "bf16", Role.OUTPUT)
+    if not direct:
+        g.tensor("w_deq", (k, n), "bf16", Role.WORKSPACE)
+    g.reference = {"fn": "gemm_dequant_int", "inputs": ["x", "wq", "ws"], "output": "y",
+                   "kwargs": {"group_k": group_k}, "truth": "gemm_fp64_int"}
+    steps = DEQUANT[weights]
+    k1_chunks = k_chunks(k, t.k1, t.k0, group_k or 1)
+    for core, tiles in enumerate(_column_major_tiles(m, n, t, cores)):
+        aic = Unit(core, "aic")
+        loop = CubeLoop(g, aic, t, a_rows=t.m0, a_dtype="bf16", b_dtype="bf16")
+        aivs = [_DequantAiv(g, Unit(core, f"aiv{i}"), t, group_k) for i in range(min(2, cfg.chip.aiv_per_core))]
+        produced: dict[tuple, int] = {}  # (ka, c0) -> op that wrote the dequantized chunk to the workspace
+        chunk_no = 0
+        for (r0, r1), (c0, c1) in tiles:
+            mt, nt = r1 - r0, c1 - c0
+            acc = loop.next_acc()
+            mm = -1
+            for j, (ka, kb) in enumerate(k1_chunks):
+                kt = kb - ka
+                sa, sb = loop.next_l1()
+                la = loop.load_l1(f"ld_x[{r0}:{r1},{ka}:{kb}]", sa, GmRef("x", ((r0, r1), (ka, kb))),
+                                  mt * kt * 2, Role.ACTIVATION, COPY)
+                tag = f"[{ka}:{kb},{c0}:{c1}]"
+                if direct:
+                    aiv = aivs[chunk_no % len(aivs)]
+                    chunk_no += 1
+                    out = aiv.dequant(tag, ka, kb, c0, c1, steps)
+                    lb = g.dma(f"ub2l1_w{tag}", aiv.unit, Path.UB_TO_L1, kt * nt * 2, Role.WEIGHT, src=aiv.out_slot,
+                               dst=sb, deps=[out], slot_deps=loop.readers[sb], compute=COPY)
+                    aiv.readers[aiv.out_slot].append(lb)
+                    loop.readers[sb] = []
+                else:
+                    if (ka, c0) not in produced:
+                        aiv = aivs[chunk_no % len(aivs)]
+                        chunk_no += 1
+                        out = aiv.dequant(tag, ka, kb, c0, c1, steps)
+                        st = g.dma(f"st_wdeq{tag}", aiv.unit, Path.UB_TO_GM, kt * nt * 2, Role.WORKSPACE,
+                                   gm=GmRef("w_deq", ((ka, kb), (c0, c1))), src=aiv.out_slot, deps=[out],
+                                   compute=COPY)
+                        aiv.readers[aiv.out_slot].append(st)
+                        produced[(ka, c0)] = st
+                    lb = g.dma(f"ld_wdeq{tag}", aic, Path.GM_TO_L1, kt * nt * 2, Role.WORKSPACE,
+                               gm=GmRef("w_deq", ((ka, kb), (c0, c1))), dst=sb, deps=[produced[(ka, c0)]],
+                               slot_deps=loop.readers[sb], compute=COPY)
+                    loop.readers[sb] = []
+                mm = loop.chunk(f"[{r0},{c0},{ka}]", sa, la, sb, lb, mt, kt, nt, acc, j == 0, "bf16")
+            fix = g.dma(f"st_y[{r0}:{r1},{c0}:{c1}]", aic, Path.L0C_TO_GM, mt * nt * 2, Role.OUTPUT,
+                        gm=GmRef("y", ((r0, r1), (c0, c1))), src=acc, deps=[mm], compute=TO_BF16)
+            loop.readers[acc] = [fix]
+    return g
+
+
+class _DequantAiv:
+    """One AIV's UB slots (double-buffered) and its dequant program for weight chunks."""
+
+    def __init__(self, g: KernelGraph, aiv: Unit, t: GemmTiling, group_k: int | None):
+        self.g, self.unit, self.group_k = g, aiv, group_k
+        c, name = aiv.core, aiv.name
+        elems = t.k1 * t.n0
+        scale_bytes = 4 * t.n0 * (ceil(t.k1 / group_k) if group_k else 1)
+        self.q = [g.slot(f"c{c}.{name}.q{i}", aiv, Buffer.UB, elems) for i in range(2)]
+        self.s = [g.slot(f"c{c}.{name}.s{i}", aiv, Buffer.UB, scale_bytes) for i in range(2)]
+        self.tmp = [g.slot(f"c{c}.{name}.f32_{i}", aiv, Buffer.UB, 4 * elems) for i in range(2)]
+        self.out = [g.slot(f"c{c}.{name}.bf16_{i}", aiv, Buffer.UB, 2 * elems) for i in range(2)]
+        self.readers: dict[str, list[int]] = {s: [] for s in (*self.q, *self.s, *self.tmp, *self.out)}
+        self._n = 0
+        self.out_slot = self.out[0]
+
+    def dequant(self, tag: str, ka: int, kb: int, c0: int, c1: int, steps) -> int:
+        """Load codes and scales, run the program; returns the op that leaves bf16 in `self.out_slot`."""
+        g, u, s = self.g, self.unit, self._n % 2
+        self._n += 1
+        kt, nt = kb - ka, c1 - c0
+        q, sc, tmp, out = self.q[s], self.s[s], self.tmp[s], self.out[s]
+        lq = g.dma(f"ld_wq{tag}", u, Path.GM_TO_UB, kt * nt, Role.WEIGHT, gm=GmRef("wq", ((ka, kb), (c0, c1))),
+                   dst=q, slot_deps=self.readers[q], compute=COPY)
+        region = ((c0, c1),) if self.group_k is None else ((ka // self.group_k, ceil(kb / self.group_k)), (c0, c1))
+        scale_bytes = 4 * nt * (1 if self.group_k is None else region[0][1] - region[0][0])
+        ls = g.dma(f"ld_ws{tag}", u, Path.GM_TO_UB, scale_bytes, Role.WEIGHT_SCALE, gm=GmRef("ws", region),
+                   dst=sc, slot_deps=self.readers[sc], compute=COPY)
+        # The first step reads codes and scales and does the numerics into the fp32 temporary; the last
+        # narrows into the bf16 out slot, once the previous chunk in that slot has been handed off.
+        ids = emit_program(
+            g, u, tag, steps, kt * nt,
+            first=dict(reads=(q, sc), writes=(tmp,), deps=(lq, ls), slot_deps=self.readers[tmp],
+                       compute={"fn": "dequant_int", "group_k": self.group_k}),
+            last=dict(reads=(tmp,), writes=(out,), slot_deps=self.readers[out], compute=COPY))
+        self.readers[q], self.readers[sc] = [ids[0]], [ids[0]]
+        self.readers[tmp], self.readers[out] = [ids[-1]], []
+        self.out_slot = out
+        return ids[-1]
+
+
+# ---- MSD ----------------------------------------------------------------------------------------------
+
+def _msd_ub_per_element(passes: int) -> int:
+    """UB bytes per element of a decomposition piece: bf16 x in, an fp32 temporary, the int8 passes."""
+    return 2 + 4 + passes
+
+
+def _msd_recombine_ub_per_element() -> int:
+    """UB bytes per stacked accumulator element: int32 partial in, an fp32 temporary, bf16 out."""
+    return 4 + 4 + 2
+
+
+def _build_msd(cfg, m, k, n, cores, passes) -> KernelGraph:
+    p = passes
+    direct_out = cfg.dma.l0c_to_ub is not None
+    m16 = ceil(m / 16) * 16
+    # Decode: the whole stacked A (passes x M x K int8) stays in L1 and is loaded once per core.
+    resident = p * m16 * k <= cfg.buffers.l1_bytes // 2
+    t = choose_gemm_tiling(cfg, m, k, n, cores, a_dtype="int8", b_dtype="int8", out_dtype="int32",
+                           a_row_factor=p, partition="columns",
+                           a_resident_bytes=p * m16 * k if resident else 0)
+    g = KernelGraph(name=f"gemm_msd{p}_int8_{m}x{k}x{n}")
+    g.meta = {"kernel": "gemm", "method": "msd", "weights": "int8", "passes": p, "m": m, "k": k, "n": n,
+              "cores": cores, "partials": "l0c_to_ub" if direct_out else "gm_workspace",
+              "a_resident_in_l1": resident, "tiling": tiling_meta(t)}
+    g.tensor("x", (m, k), "bf16", Role.ACTIVATION, {"kind": "normal", "std": 1.0})
+    _weight_tensors(g, k, n, None)
+    g.tensor("y", (m, n), "bf16", Role.OUTPUT)
+    g.reference = {"fn": "gemm_msd_int8", "inputs": ["x", "wq", "ws"], "output": "y",
+                   "kwargs": {"passes": p}, "truth": "gemm_fp64_int"}
+
+    half_ub = cfg.buffers.ub_bytes // 2
+    # Decomposition pieces: the AIC's K chunks, halved until a piece of a row block fits in half the UB.
+    piece = t.k1
+    while piece > 16 and 2 * t.m0 * piece * _msd_ub_per_element(p) + 8 * t.m0 * ceil(k / piece) > half_ub:
+        piece //= 2
+    pieces = split(k, piece)
+    # Recombination chunks: rows of an output tile whose partials fit in the other half of the UB.
+    rc = max(1, ceil(min(t.m0, m) / 2))
+    while rc > 1 and 2 * p * rc * t.n0 * _msd_recombine_ub_per_element() > half_ub:
+        rc = max(1, rc // 2)
+    g.tensor("xa", (p, m, k), "int8", Role.WORKSPACE)            # the stacked passes
+    g.tensor("xmax", (len(pieces), m), "fp32", Role.WORKSPACE)   # per-piece row maxima
+    if not direct_out:
+        g.tensor("part", (p, m, n), "int32", Role.PARTIAL)
+    g.meta.update(decompose_piece_k=piece, recombine_rows=rc)
+
+    row_blocks = split(m, t.m0)
+    all_aivs = [Unit(c, f"aiv{i}") for c in range(cores) for i in range(min(2, cfg.chip.aiv_per_core))]
+    sides = {u: _MsdAiv(g, u, t, piece, p, len(pieces), rc) for u in all_aivs}
+    # Phase 1: every (row block, piece) on its own AIV, round robin; partial maxima, barrier, decompose.
+    work = [(rb, pc) for rb in row_blocks for pc in pieces]
+    owner = {w: all_aivs[i % len(all_aivs)] for i, w in enumerate(work)}
+    max_written: dict[tuple, list[int]] = {rb: [] for rb in row_blocks}
+    for rb, pc in work:
+        max_written[rb].append(sides[owner[(rb, pc)]].partial_max(rb, pc, pieces.index(pc)))
+    xa_written = {(rb, pc): sides[owner[(rb, pc)]].decompose(rb, pc, len(pieces), max_written[rb])
+                  for rb, pc in work}
+
+    def load_a(loop: CubeLoop, aic: Unit, slot: str, r0: int, r1: int, ka: int, kb: int) -> int:
+        """The stacked passes of rows [r0, r1) and K [ka, kb) into `slot`, in one DMA once every piece it
+        covers has been written (the pieces, written separately, are resident in L2 together)."""
+        mt = r1 - r0
+        covered = [xa_written[((r0, r1), pc)] for pc in pieces if ka <= pc[0] < kb]
+        la = g.dma(f"ld_xa[{r0}:{r1},{ka}:{kb}]", aic, Path.GM_TO_L1, p * mt * (kb - ka), Role.WORKSPACE,
+                   gm=GmRef("xa", ((0, p), (r0, r1), (ka, kb))), dst=slot, deps=covered,
+                   slot_deps=loop.readers[slot], compute={"fn": "copy", "reshape": (p * mt, kb - ka)})
+        loop.readers[slot] = []
+        return la
+
+    # Phase 2 + 3: the Cube on raw int8 weights, then recombination on the core's AIVs.
+    steps_post = msd_recombine_steps(p)
+    k1_chunks = k_chunks(k, t.k1, t.k0)
+    for core, tiles in enumerate(assign_tiles(m, n, t, cores, "columns")):
+        aic = Unit(core, "aic")
+        aivs = [u for u in all_aivs if u.core == core]
+        loop = CubeLoop(g, aic, t, a_rows=p * t.m0, a_dtype="int8", b_dtype="int8",
+                        a_resident_k=k if resident else None)
+        a_rows_loaded, la_all = None, -1
+        n_rec = 0
+        for (r0, r1), (c0, c1) in tiles:
+            mt, nt = r1 - r0, c1 - c0
+            acc = loop.next_acc()
+            slots = [loop.next_l1() for _ in k1_chunks]
+
+            def load_b(j: int) -> int:
+                ka, kb = k1_chunks[j]
+                return loop.load_l1(f"ld_wq[{ka}:{kb},{c0}:{c1}]", slots[j][1], GmRef("wq", ((ka, kb), (c0, c1))),
+                                    (kb - ka) * nt, Role.WEIGHT, COPY)
+
+            # MTE2 runs in program order: two weight chunks first (they need no decomposition, which runs
+            # meanwhile), then the resident A once per row block, then weights one chunk ahead of the Cube.
+            ahead = len(loop.b1)
+            first_w = 2
+            lbs = {j: load_b(j) for j in range(min(first_w, len(k1_chunks)))}
+            if resident and a_rows_loaded != (r0, r1):
+                la_all = load_a(loop, aic, loop.a1[0], r0, r1, 0, k)
+                a_rows_loaded = (r0, r1)
+            for j in range(first_w, min(ahead, len(k1_chunks))):
+                lbs[j] = load_b(j)
+            mm = -1
+            for j, (ka, kb) in enumerate(k1_chunks):
+                sa, sb = slots[j]
+                la = la_all if resident else load_a(loop, aic, sa, r0, r1, ka, kb)
+                mm = loop.chunk(f"[{r0},{c0},{ka}]", sa, la, sb, lbs[j], p * mt, kb - ka, nt, acc, j == 0, "int8",
+                                a_col0=ka if resident else 0)
+                if j + ahead < len(k1_chunks):
+                    lbs[j + ahead] = load_b(j + ahead)
+            drains = []
+            if not direct_out:
+                # one FixPipe write of the whole tile's partials; each AIV then reads its rows of it
+                fix = g.dma(f"st_part[{r0},{c0}]", aic, Path.L0C_TO_GM, p * mt * nt * 4, Role.PARTIAL,
+                            gm=GmRef("part", ((0, p), (r0, r1), (c0, c1))), src=acc, deps=[mm],
+                            compute={"fn": "copy", "reshape": (p, mt, nt)})
+                drains.append(fix)
+            for ra, rb in split(mt, rc):
+                side = sides[aivs[n_rec % len(aivs)]]
+                n_rec += 1
+                pin = None
+                if direct_out:
+                    pin = side.next_partial_slot()
+                    fix = g.dma(f"fix_part[{r0 + ra},{c0}]", aic, Path.L0C_TO_UB, p * (rb - ra) * nt * 4,
+                                Role.PARTIAL, src=acc, dst=pin, deps=[mm], slot_deps=side.readers[pin],
+                                compute={"fn": "copy", "view": (p, mt, nt), "sub": ((0, p), (ra, rb), (0, nt))})
+                    side.readers[pin] = []
+                    drains.append(fix)
+                side.recombine((r0 + ra, r0 + rb), (c0, c1), fix, pin, len(pieces),
+                               max_written[(r0, r1)], steps_post)
+            loop.readers[acc] = drains
+    return g
+
+
+class _MsdAiv:
+    """One AIV's UB slots and its three MSD stages: partial row max, decomposition, recombination.
+    Every slot is double-buffered; each stage alternates between its two sets."""
+
+    def __init__(self, g: KernelGraph, aiv: Unit, t: GemmTiling, piece: int, passes: int, n_pieces: int,
+                 rec_rows: int):
+        self.g, self.unit, self.p = g, aiv, passes
+        c, name = aiv.core, aiv.name
+        rows = t.m0
+        acc_elems = passes * rec_rows * t.n0
+
+        def pair(tag: str, nbytes: int) -> list[str]:
+            return [g.slot(f"c{c}.{name}.{tag}{i}", aiv, Buffer.UB, nbytes) for i in range(2)]
+
+        self.x, self.f32, self.comp = pair("x", 2 * rows * piece), pair("f32_", 4 * rows * piece), \
+            pair("comp", passes * rows * piece)
+        self.rmax = pair("rmax", 4 * rows * n_pieces)
+        self.pin, self.acc = pair("part", 4 * acc_elems), pair("acc", 4 * acc_elems)
+        self.ws, self.out = pair("ws", 4 * t.n0), pair("y", 2 * rec_rows * t.n0)
+        self.readers: dict[str, list[int]] = {s: [] for s in (*self.x, *self.f32, *self.comp, *self.rmax,
+                                                              *self.pin, *self.acc, *self.ws, *self.out)}
+        self._turn = {"piece": 0, "rmax": 0, "pin": 0, "rec": 0}
+
+    def _next(self, stage: str) -> int:
+        i = self._turn[stage] % 2
+        self._turn[stage] += 1
+        return i
+
+    def _load(self, name: str, dst: str, tensor: str, region, nbytes: int, role: Role, deps=()) -> int:
+        op = self.g.dma(name, self.unit, Path.GM_TO_UB, nbytes, role, gm=GmRef(tensor, region), dst=dst,
+                        deps=deps, slot_deps=self.readers[dst], compute=COPY)
+        self.readers[dst] = []
+        return op
+
+    def partial_max(self, rb, pc, pi: int) -> int:
+        """max |x| over one piece of a row block -> xmax[pi, rows] in the workspace."""
+        g, u = self.g, self.unit
+        (r0, r1), (pa, pb) = rb, pc
+        rows, kt = r1 - r0, pb - pa
+        s = self._next("piece")
+        x, f, rm = self.x[s], self.f32[s], self.rmax[self._next("rmax")]
+        lx = self._load(f"ld_x[{r0}:{r1},{pa}:{pb}]", x, "x", ((r0, r1), (pa, pb)), rows * kt * 2, Role.ACTIVATION)
+        ids = emit_program(g, u, f"_max[{r0},{pa}]", MSD_ABSMAX, rows * kt,
+                           first=dict(deps=(lx,), reads=(x,), writes=(f,), slot_deps=self.readers[f]),
+                           last=dict(reads=(x,), writes=(rm,), slot_deps=self.readers[rm],
+                                     compute={"fn": "row_absmax", "init": True}))
+        self.readers[x] += [ids[0], ids[-1]]
+        self.readers[f] = [ids[-1]]
+        st = g.dma(f"st_xmax[{pi},{r0}:{r1}]", u, Path.UB_TO_GM, rows * 4, Role.WORKSPACE,
+                   gm=GmRef("xmax", ((pi, pi + 1), (r0, r1))), src=rm, deps=[ids[-1]], compute=COPY)
+        self.readers[rm] = [st]
+        return st
+
+    def _row_max(self, rb, n_pieces: int, max_written: list[int], tag: str) -> tuple[str, int]:
+        """Load every piece's maxima of a row block (once all are written) and reduce them."""
+        r0, r1 = rb
+        rows = r1 - r0
+        rm = self.rmax[self._next("rmax")]
+        lm = self._load(f"ld_xmax{tag}", rm, "xmax", ((0, n_pieces), (r0, r1)), n_pieces * rows * 4,
+                        Role.WORKSPACE, deps=max_written)
+        red = self.g.vec(f"reduce_max{tag}", self.unit, "reduce_max", n_pieces * rows, "fp32", reads=(rm,),
+                         writes=(rm,), deps=(lm,), compute={"fn": "max_axis0"})
+        self.readers[rm] = [red]
+        return rm, red
+
+    def decompose(self, rb, pc, n_pieces: int, max_written: list[int]) -> int:
+        """Reload the piece, reduce the row maxima, run the p-pass decomposition, write it to xa."""
+        g, u, p = self.g, self.unit, self.p
+        (r0, r1), (pa, pb) = rb, pc
+        rows, kt = r1 - r0, pb - pa
+        tag = f"[{r0},{pa}]"
+        rm, red = self._row_max(rb, n_pieces, max_written, tag)
+        s = self._next("piece")
+        x, f, comp = self.x[s], self.f32[s], self.comp[s]
+        lx = self._load(f"ld_x2[{r0}:{r1},{pa}:{pb}]", x, "x", ((r0, r1), (pa, pb)), rows * kt * 2, Role.ACTIVATION)
+        ids = emit_program(g, u, f"_msd{tag}", (MSD_ABSMAX[0],) + msd_decompose_steps(p), rows * kt,
+                           first=dict(deps=(lx, red), reads=(x,), writes=(f,), slot_deps=self.readers[f]),
+                           last=dict(reads=(x, rm), writes=(comp,), slot_deps=self.readers[comp],
+                                     compute={"fn": "msd_decompose", "passes": p}))
+        self.readers[x] += [ids[0], ids[-1]]
+        self.readers[rm].append(ids[-1])
+        self.readers[f] = [ids[-1]]
+        st = g.dma(f"st_xa{tag}", u, Path.UB_TO_GM, p * rows * kt, Role.WORKSPACE,
+                   gm=GmRef("xa", ((0, p), (r0, r1), (pa, pb))), src=comp, deps=[ids[-1]], compute=COPY)
+        self.readers[comp] = [st]
+        return st
+
+    def next_partial_slot(self) -> str:
+        return self.pin[self._next("pin")]
+
+    def recombine(self, rb, cb, fix: int, pin: str | None, n_pieces: int, max_written: list[int], steps) -> int:
+        """Combine the passes' int32 partials with the row and channel scales; write bf16 Y."""
+        g, u, p = self.g, self.unit, self.p
+        (r0, r1), (c0, c1) = rb, cb
+        rows, nt = r1 - r0, c1 - c0
+        tag = f"[{r0},{c0}]"
+        # scales and row maxima first: MTE2 runs in order, and these need not wait for the Cube
+        s = self._next("rec")
+        ws, acc, out = self.ws[s], self.acc[s], self.out[s]
+        lw = self._load(f"ld_ws{tag}", ws, "ws", ((c0, c1),), nt * 4, Role.WEIGHT_SCALE)
+        rm, red = self._row_max(rb, n_pieces, max_written, tag)
+        if pin is None:
+            pin = self.next_partial_slot()
+            lp = self._load(f"ld_part{tag}", pin, "part", ((0, p), (r0, r1), (c0, c1)), p * rows * nt * 4,
+                            Role.PARTIAL, deps=[fix])
+        else:
+            lp = fix
+        ids = emit_program(g, u, f"_rec{tag}", steps, p * rows * nt,
+                           first=dict(deps=(lp, lw, red), reads=(pin,), writes=(acc,), slot_deps=self.readers[acc]),
+                           last=dict(reads=(pin, rm, ws), writes=(out,), slot_deps=self.readers[out],
+                                     compute={"fn": "msd_recombine", "passes": p}))
+        for slot in (pin, rm, ws):
+            self.readers[slot].append(ids[-1])
+        self.readers[acc] = [ids[-1]]
+        st = g.dma(f"st_y[{r0}:{r1},{c0}:{c1}]", u, Path.UB_TO_GM, rows * nt * 2, Role.OUTPUT,
+                   gm=GmRef("y", ((r0, r1), (c0, c1))), src=out, deps=[ids[-1]], compute=COPY)
+        self.readers[out] = [st]
+        return st

@@ -1,0 +1,150 @@
+"""Methods side by side: one run per method on the same shape, and workload totals over a layer's GEMMs.
+
+Definitions (docs/metrics.md): speedup = dequant cycles / method cycles; `vector_side` cycles of a cause
+map = the sum over keys naming AIV work (`aiv.*`) or a workspace transfer (`*:workspace`), the work
+dequantization or MSD hands between the AIVs and the AIC.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from npusim.config.schema import HardwareConfig
+from npusim.errors import NpusimError
+from npusim.kernels.gemm.quant import build_gemm
+from npusim.report.run_report import run_json
+from npusim.sim.run import simulate
+from npusim.units import format_bytes
+from npusim.workloads.load import Workload
+
+
+def vector_side(causes: dict[str, int]) -> int:
+    return sum(v for k, v in causes.items() if k.startswith("aiv.") or k.endswith(":workspace"))
+
+
+def gemm_methods(cfg: HardwareConfig, weights: str, passes: int) -> list[dict[str, Any]]:
+    """The (method, weights, passes) runs a comparison makes on this preset."""
+    runs = [{"method": "native", "weights": "bf16"}]
+    if weights in ("int8", "int8-g128"):
+        runs.append({"method": "dequant", "weights": weights})
+        if weights == "int8":
+            runs.append({"method": "msd", "weights": "int8", "passes": passes})
+    else:
+        raise NpusimError(f"compare: --weights {weights} is not supported yet (int8, int8-g128)")
+    return runs
+
+
+def compare_fields(doc: dict[str, Any], baseline_cycles: int | None) -> dict[str, Any]:
+    cube = doc["units"]["cube"]
+    return {
+        "method": doc["meta"]["method"] + (f"-{doc['meta']['passes']}" if "passes" in doc["meta"] else ""),
+        "weights": doc["meta"]["weights"],
+        "cycles": doc["cycles"],
+        "time_us": doc["time_us"],
+        "speedup_vs_dequant": baseline_cycles / doc["cycles"] if baseline_cycles else None,
+        "cube_utilization": cube["utilization"],
+        "cube_wait_vector_side_cycles": vector_side(cube["waiting_on"]),
+        "critical_path_vector_side": vector_side(doc["critical_path"]) / doc["cycles"],
+        "hbm_bytes": doc["traffic"]["hbm_read_bytes"] + doc["traffic"]["hbm_write_bytes"],
+        "rel_l2_vs_fp64": None if doc["numerics"] is None else doc["numerics"]["rel_l2_vs_fp64"],
+        "exact": None if doc["numerics"] is None else doc["numerics"]["exact"],
+    }
+
+
+def run_gemm_comparison(cfg: HardwareConfig, m: int, k: int, n: int, *, weights: str = "int8", passes: int = 2,
+                        cores: int | None = None, seed: int = 0, numerics: bool = True,
+                        progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    docs = []
+    for run in gemm_methods(cfg, weights, passes):
+        if progress:
+            progress(f"{run['method']} {run['weights']} {m}x{k}x{n}")
+        g = build_gemm(cfg, m, k, n, cores, **run)
+        docs.append(run_json(simulate(g, cfg, seed=seed, numerics=numerics)))
+    base = next((d["cycles"] for d in docs if d["meta"]["method"] == "dequant"), None)
+    for d in docs:
+        d["compare"] = compare_fields(d, base)
+    return docs
+
+
+def render_comparison(docs: list[dict[str, Any]], console: Console, title: str) -> None:
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("method", "cycles", "vs deq", "Cube", "Cube⇠AIV", "AIV crit", "HBM", "rel err"):
+        t.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
+    for d in docs:
+        c = d["compare"]
+        t.add_row(f"{c['method']} {c['weights']}", f"{c['cycles']:,}",
+                  "-" if c["speedup_vs_dequant"] is None else f"{c['speedup_vs_dequant']:.2f}x",
+                  f"{100 * c['cube_utilization']:.0f}%", f"{c['cube_wait_vector_side_cycles']:,}",
+                  f"{100 * c['critical_path_vector_side']:.0f}%", format_bytes(c["hbm_bytes"]),
+                  "-" if c["rel_l2_vs_fp64"] is None else f"{c['rel_l2_vs_fp64']:.1e}")
+    console.print(t)
+    console.print(_LEGEND, style="dim", soft_wrap=True)
+
+
+_LEGEND = ("vs deq: speedup over dequant. Cube: Cube utilization. Cube⇠AIV: Cube idle cycles (all cores)\n"
+           "  waiting on AIV work or workspace transfers. AIV crit: their share of the critical path.\n"
+           "  HBM: bytes read + written. rel err: relative L2 error vs FP64 (with numerics).")
+
+
+def run_workload_comparison(cfg: HardwareConfig, wl: Workload, phase: str | None, *, weights: str = "int8",
+                            passes: int = 2, seed: int = 0, numerics: bool = False,
+                            progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Every GEMM of the workload once per method; totals weight each by count x layers that have it.
+
+    Identical GEMMs (same m, k, n) are simulated once and multiplied: the simulation is deterministic, so
+    a repeat would give the same cycles."""
+    phase, tokens = wl.tokens(phase)
+    cache: dict[tuple, list[dict]] = {}
+    gemms = []
+    for gs in wl.gemm:
+        m = gs.m_for(tokens)
+        key = (m, gs.k, gs.n)
+        if key not in cache:
+            cache[key] = run_gemm_comparison(cfg, m, gs.k, gs.n, weights=weights, passes=passes, seed=seed,
+                                             numerics=numerics, progress=progress)
+        weight = gs.count * (gs.layers or wl.workload.layers)
+        gemms.append({"name": gs.name, "m": m, "k": gs.k, "n": gs.n, "count": gs.count,
+                      "layers": gs.layers or wl.workload.layers, "rows": [d["compare"] for d in cache[key]],
+                      "weight": weight})
+    totals: dict[str, dict[str, Any]] = {}
+    for gm in gemms:
+        for row in gm["rows"]:
+            tot = totals.setdefault(row["method"], {"method": row["method"], "weights": row["weights"],
+                                                     "cycles": 0, "hbm_bytes": 0, "cube_wait_vector_side_cycles": 0})
+            tot["cycles"] += gm["weight"] * row["cycles"]
+            tot["hbm_bytes"] += gm["weight"] * row["hbm_bytes"]
+            tot["cube_wait_vector_side_cycles"] += gm["weight"] * row["cube_wait_vector_side_cycles"]
+    base = totals.get("dequant", {}).get("cycles")
+    for tot in totals.values():
+        tot["time_us"] = tot["cycles"] / cfg.chip.clock_hz * 1e6
+        tot["speedup_vs_dequant"] = base / tot["cycles"] if base else None
+    return {"workload": wl.workload.name, "source": wl.workload.source, "phase": phase, "tokens": tokens,
+            "hw": cfg.meta.name, "layers": wl.workload.layers, "distinct_gemms_simulated": len(cache),
+            "gemms": gemms, "totals": list(totals.values())}
+
+
+def render_workload(res: dict[str, Any], console: Console) -> None:
+    console.print(f"[bold]{res['workload']}[/], phase {res['phase']} ({res['tokens']} tokens), on {res['hw']}: "
+                  f"{len(res['gemms'])} GEMM kinds, {res['distinct_gemms_simulated']} distinct shapes simulated "
+                  f"once per method and multiplied by count x layers ({res['layers']} layers)")
+    methods = [r["method"] for r in res["gemms"][0]["rows"]]
+    t = Table(title="cycles per GEMM (one instance)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("gemm", "M x K x N", "x", *methods):
+        t.add_column(col, justify="left" if col == "gemm" else "right", no_wrap=True)
+    for gm in res["gemms"]:
+        t.add_row(gm["name"], f"{gm['m']}x{gm['k']}x{gm['n']}", f"{gm['count'] * gm['layers']}",
+                  *(f"{r['cycles']:,}" for r in gm["rows"]))
+    console.print(t)
+    t = Table(title="whole model, all GEMMs (one forward step)", title_justify="left", box=box.SIMPLE_HEAD,
+              pad_edge=False)
+    for col in ("method", "W", "cycles", "ms", "vs deq", "Cube⇠AIV", "HBM"):
+        t.add_column(col, justify="left" if col in ("method", "W") else "right", no_wrap=True)
+    for tot in res["totals"]:
+        t.add_row(tot["method"], tot["weights"], f"{tot['cycles']:,}", f"{tot['time_us'] / 1000:.3f}",
+                  "-" if tot["speedup_vs_dequant"] is None else f"{tot['speedup_vs_dequant']:.2f}x",
+                  f"{tot['cube_wait_vector_side_cycles']:,}", format_bytes(tot["hbm_bytes"]))
+    console.print(t)

@@ -1,0 +1,72 @@
+"""LLM layer workloads (workloads/*.toml): the GEMMs of one transformer layer, with token counts per phase.
+
+Each file names the published model config its shapes come from. Validated at load with the same
+strictness as hardware configs: unknown keys and wrong types name their place in the file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from math import ceil
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+
+from npusim.config.load import data_dir
+from npusim.errors import NpusimError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class WorkloadMeta(_Strict):
+    name: str = Field(description="model name")
+    source: str = Field(description="the published config the shapes come from")
+    layers: PositiveInt = Field(description="transformer layers in the model")
+    notes: str = Field(default="", description="modelling assumptions")
+
+
+class GemmShape(_Strict):
+    name: str = Field(description="projection name, e.g. qkv_proj")
+    k: PositiveInt = Field(description="input features")
+    n: PositiveInt = Field(description="output features")
+    count: PositiveInt = Field(default=1, description="how many such GEMMs run per layer")
+    m_fraction: float = Field(default=1.0, gt=0, le=1,
+                              description="share of the phase's tokens this GEMM sees (e.g. a routed expert)")
+    layers: PositiveInt | None = Field(default=None, description="layers that have this GEMM (default: all)")
+
+    def m_for(self, tokens: int) -> int:
+        return max(1, ceil(tokens * self.m_fraction))
+
+
+class Workload(_Strict):
+    workload: WorkloadMeta
+    phases: dict[str, PositiveInt] = Field(description="phase name -> tokens (M) per GEMM")
+    gemm: list[GemmShape] = Field(min_length=1)
+
+    def tokens(self, phase: str | None) -> tuple[str, int]:
+        if phase is None:
+            phase = next(iter(self.phases))
+        if phase not in self.phases:
+            raise NpusimError(f"workload {self.workload.name}: no phase {phase!r} (phases: {', '.join(self.phases)})")
+        return phase, self.phases[phase]
+
+
+def workload_paths() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(data_dir("workloads").glob("*.toml"))}
+
+
+def load_workload(name_or_path: str | Path) -> Workload:
+    path = workload_paths().get(str(name_or_path)) or Path(name_or_path)
+    if not path.is_file():
+        raise NpusimError(f"no workload named or at {str(name_or_path)!r} (shipped: {', '.join(workload_paths())})")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise NpusimError(f"{path}: not a readable TOML workload ({exc})") from None
+    try:
+        return Workload.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:12]]
+        raise NpusimError(f"invalid workload {path}:\n" + "\n".join(lines)) from None
