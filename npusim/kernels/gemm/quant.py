@@ -12,8 +12,9 @@ msd: the AIVs decompose X once into `passes` int8 components per row (MSD_ABSMAX
   int32 partials to a workspace (or straight to UB on a part with L0C->UB); an AIV recombines them in fp32
   with the row and channel scales and writes bf16 Y. Vector work ~ passes x M x (K + N).
 
-Output tiles are dealt to cores by column block (all row tiles of a column block on one core), so the
-dequantized weights of a column block are produced once and, for M > m0, re-read from the workspace.
+Output tiles are dealt to cores by column range (tiling.assign_tiles, "columns": all row tiles of a
+column block on one core), so the dequantized weights of a column block are produced once and, for
+M > m0, re-read from the workspace.
 The two AIVs of a core take alternate chunks.
 """
 
@@ -85,16 +86,6 @@ def _weight_tensors(g: KernelGraph, k: int, n: int, group_k: int | None) -> None
              {**base, "part": "scale"})
 
 
-def _column_major_tiles(m: int, n: int, t: GemmTiling, cores: int) -> list[list[tuple]]:
-    """Per core: its output tiles, all row tiles of a column block together."""
-    cols = split(n, t.n0)
-    rows = split(m, t.m0)
-    per_core: list[list[tuple]] = [[] for _ in range(cores)]
-    for ci, c in enumerate(cols):
-        per_core[ci % cores].extend((r, c) for r in rows)
-    return [tiles for tiles in per_core if tiles]
-
-
 def emit_program(g: KernelGraph, unit: Unit, tag: str, steps, elements: int, first: dict,
                  last: dict | None = None) -> list[int]:
     """Emit a vector program, one VECTOR op per step. `first` / `last` are the keyword arguments of the
@@ -114,7 +105,8 @@ def emit_program(g: KernelGraph, unit: Unit, tag: str, steps, elements: int, fir
 def _build_dequant(cfg, m, k, n, cores, weights, group_k) -> KernelGraph:
     direct = cfg.dma.ub_to_l1 is not None
     ub_cap = cfg.buffers.ub_bytes // (2 * DEQUANT_UB_BYTES_PER_ELEMENT)  # elements per chunk, double-buffered
-    t = choose_gemm_tiling(cfg, m, k, n, cores, max_b_chunk_elements=ub_cap, k1_multiple=group_k or 1)
+    t = choose_gemm_tiling(cfg, m, k, n, cores, max_b_chunk_elements=ub_cap, k1_multiple=group_k or 1,
+                           partition="columns")
     g = KernelGraph(name=f"gemm_dequant_{weights}_{m}x{k}x{n}")
     g.meta = {"kernel": "gemm", "method": "dequant", "weights": weights, "m": m, "k": k, "n": n, "cores": cores,
               "handoff": "ub_to_l1" if direct else "gm_workspace", "tiling": tiling_meta(t)}
@@ -127,7 +119,7 @@ def _build_dequant(cfg, m, k, n, cores, weights, group_k) -> KernelGraph:
                    "kwargs": {"group_k": group_k}, "truth": "gemm_fp64_int"}
     steps = DEQUANT[weights]
     k1_chunks = k_chunks(k, t.k1, t.k0, group_k or 1)
-    for core, tiles in enumerate(_column_major_tiles(m, n, t, cores)):
+    for core, tiles in enumerate(assign_tiles(m, n, t, cores, "columns")):
         aic = Unit(core, "aic")
         loop = CubeLoop(g, aic, t, a_rows=t.m0, a_dtype="bf16", b_dtype="bf16")
         aivs = [_DequantAiv(g, Unit(core, f"aiv{i}"), t, group_k) for i in range(min(2, cfg.chip.aiv_per_core))]
