@@ -63,19 +63,20 @@ def check_method(cfg: HardwareConfig, method: str, weights: str, passes: int) ->
 
 
 def build_gemm(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None = None, method: str = "native",
-               weights: str = "bf16", passes: int = 2) -> KernelGraph:
+               weights: str = "bf16", passes: int = 2, tiling: GemmTiling | None = None) -> KernelGraph:
+    """`tiling` overrides the AIC tiling the builder would choose (to compare methods on equal tiles)."""
     check_method(cfg, method, weights, passes)
     if method == "native":
-        return build_gemm_native(cfg, m, k, n, cores)
+        return build_gemm_native(cfg, m, k, n, cores, tiling)
     cores = check_shape(cfg, m, k, n, cores)
     group_k = GROUP_K if weights == "int8-g128" else None
     if group_k and k % group_k:
         raise GraphError(f"--weights int8-g128 needs K a multiple of {group_k} (K = {k})")
     if method == "dequant":
-        return _build_dequant(cfg, m, k, n, cores, weights, group_k)
+        return _build_dequant(cfg, m, k, n, cores, weights, group_k, tiling)
     if k > int32_safe_k():
         raise GraphError(f"K = {k} exceeds the int32-safe accumulation depth {int32_safe_k()} of int8 MSD")
-    return _build_msd(cfg, m, k, n, cores, passes)
+    return _build_msd(cfg, m, k, n, cores, passes, tiling)
 
 
 def _weight_tensors(g: KernelGraph, k: int, n: int, group_k: int | None) -> None:
@@ -102,11 +103,14 @@ def emit_program(g: KernelGraph, unit: Unit, tag: str, steps, elements: int, fir
 
 # ---- dequant ------------------------------------------------------------------------------------------
 
-def _build_dequant(cfg, m, k, n, cores, weights, group_k) -> KernelGraph:
+def _build_dequant(cfg, m, k, n, cores, weights, group_k, tiling=None) -> KernelGraph:
     direct = cfg.dma.ub_to_l1 is not None
-    ub_cap = cfg.buffers.ub_bytes // (2 * DEQUANT_UB_BYTES_PER_ELEMENT)  # elements per chunk, double-buffered
-    t = choose_gemm_tiling(cfg, m, k, n, cores, max_b_chunk_elements=ub_cap, k1_multiple=group_k or 1,
-                           partition="columns")
+    # elements per weight chunk: double-buffered codes, temporary and output, after room for the scales
+    # (fp32, per channel: n0 <= 512 of them; per group: up to 8 groups of 128 per chunk)
+    scale_room = 2 * 4 * 512 * (8 if group_k else 1)
+    ub_cap = (cfg.buffers.ub_bytes - scale_room) // (2 * DEQUANT_UB_BYTES_PER_ELEMENT)
+    t = tiling or choose_gemm_tiling(cfg, m, k, n, cores, max_b_chunk_elements=ub_cap,
+                                     k1_multiple=group_k or 1, partition="columns")
     g = KernelGraph(name=f"gemm_dequant_{weights}_{m}x{k}x{n}")
     g.meta = {"kernel": "gemm", "method": "dequant", "weights": weights, "m": m, "k": k, "n": n, "cores": cores,
               "handoff": "ub_to_l1" if direct else "gm_workspace", "tiling": tiling_meta(t)}
@@ -217,15 +221,15 @@ def _msd_recombine_ub_per_element() -> int:
     return 4 + 4 + 2
 
 
-def _build_msd(cfg, m, k, n, cores, passes) -> KernelGraph:
+def _build_msd(cfg, m, k, n, cores, passes, tiling=None) -> KernelGraph:
     p = passes
     direct_out = cfg.dma.l0c_to_ub is not None
     m16 = ceil(m / 16) * 16
     # Decode: the whole stacked A (passes x M x K int8) stays in L1 and is loaded once per core.
     resident = p * m16 * k <= cfg.buffers.l1_bytes // 2
-    t = choose_gemm_tiling(cfg, m, k, n, cores, a_dtype="int8", b_dtype="int8", out_dtype="int32",
-                           a_row_factor=p, partition="columns",
-                           a_resident_bytes=p * m16 * k if resident else 0)
+    t = tiling or choose_gemm_tiling(cfg, m, k, n, cores, a_dtype="int8", b_dtype="int8", out_dtype="int32",
+                                     a_row_factor=p, partition="columns",
+                                     a_resident_bytes=p * m16 * k if resident else 0)
     g = KernelGraph(name=f"gemm_msd{p}_int8_{m}x{k}x{n}")
     g.meta = {"kernel": "gemm", "method": "msd", "weights": "int8", "passes": p, "m": m, "k": k, "n": n,
               "cores": cores, "partials": "l0c_to_ub" if direct_out else "gm_workspace",

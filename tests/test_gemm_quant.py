@@ -1,0 +1,99 @@
+"""Quantized GEMM schedules (issue 4): exact numerics, where the Cube stalls, and where the bytes go."""
+
+import pytest
+
+from npusim.config import load_config
+from npusim.errors import GraphError
+from npusim.kernels.gemm.quant import build_gemm
+from npusim.kernels.gemm.tiling import choose_gemm_tiling
+from npusim.report.compare import run_gemm_comparison, vector_side
+from npusim.report.run_report import run_json
+from npusim.sim.run import simulate
+
+K = N = 4096
+
+
+def run(cfg, m, k, n, numerics=False, **kw):
+    return run_json(simulate(build_gemm(cfg, m, k, n, **kw), cfg, seed=2, numerics=numerics))
+
+
+@pytest.mark.parametrize("hw", ["910b", "950"])
+@pytest.mark.parametrize("m,k,n,cores", [(1, 256, 96, 24), (5, 384, 70, 3), (33, 640, 200, 24), (16, 1024, 512, 24)])
+@pytest.mark.parametrize("method,weights,passes", [("dequant", "int8", 2), ("dequant", "int8-g128", 2),
+                                                   ("msd", "int8", 1), ("msd", "int8", 2), ("msd", "int8", 3)])
+def test_every_method_is_exact(hw, m, k, n, cores, method, weights, passes):
+    cfg = load_config(hw)
+    if weights == "int8-g128" and k % 128:
+        pytest.skip("group-128 weights need K % 128 == 0")
+    d = run(cfg, m, k, n, numerics=True, cores=cores, method=method, weights=weights, passes=passes)
+    assert d["numerics"]["exact"] and d["numerics"]["mismatches"] == 0, d["numerics"]
+
+
+def test_the_direct_paths_are_used_where_the_preset_has_them():
+    assert build_gemm(load_config("950"), 4, 256, 256, method="dequant", weights="int8").meta["handoff"] == "ub_to_l1"
+    assert build_gemm(load_config("910b"), 4, 256, 256, method="dequant", weights="int8").meta["handoff"] == "gm_workspace"
+    assert build_gemm(load_config("950"), 4, 256, 256, method="msd", weights="int8").meta["partials"] == "l0c_to_ub"
+
+
+@pytest.mark.parametrize("m", [1, 4, 16])
+def test_decode_stall_moves_from_vector_side_to_hbm(cfg910, m):
+    """Under dequant, AIV-side work (aiv.* and workspace transfers) is >= 50 % of the critical path; under
+    MSD-2 it is <= 10 % and MSD-2 runs within 15 % of the HBM roofline (int8 weight bytes / bandwidth)."""
+    deq = run(cfg910, m, K, N, method="dequant", weights="int8")
+    msd = run(cfg910, m, K, N, method="msd", weights="int8")
+    assert sum(deq["critical_path"].values()) == deq["cycles"]
+    assert vector_side(deq["critical_path"]) >= 0.5 * deq["cycles"]
+    assert vector_side(msd["critical_path"]) <= 0.10 * msd["cycles"]
+    roofline = K * N / cfg910.hbm_bytes_per_cycle
+    assert msd["cycles"] <= 1.15 * roofline, msd["cycles"] / roofline
+    # the Cube waits on the vector side far less under MSD
+    assert vector_side(msd["units"]["cube"]["waiting_on"]) < 0.2 * vector_side(deq["units"]["cube"]["waiting_on"])
+
+
+def test_two_int8_passes_cost_the_cube_what_one_bf16_pass_costs(cfg910):
+    """Equal tiling (same m0, n0, k0, k1), so both issue the same number of mmads: p x M rows at the int8
+    rate (2x bf16) take the fractal steps of M rows at the bf16 rate."""
+    t = choose_gemm_tiling(cfg910, 16, K, N, cfg910.chip.cores)
+    native = run(cfg910, 16, K, N, method="native", weights="bf16", tiling=t)
+    msd = run(cfg910, 16, K, N, method="msd", weights="int8", passes=2, tiling=t)
+    a, b = native["units"]["cube"]["busy_cycles"], msd["units"]["cube"]["busy_cycles"]
+    assert abs(a - b) <= 0.01 * a, (a, b)
+
+
+def test_traffic_ledger_under_the_all_hbm_switch():
+    """Dequant moves ~4 B of workspace per weight element (bf16 written, then read back); MSD reads each
+    int8 weight byte once and has no weight-sized workspace."""
+    cfg = load_config("910b", ["l2.enabled=false"])
+    deq = run(cfg, 16, K, N, method="dequant", weights="int8")["traffic"]["by_role"]
+    msd = run(cfg, 16, K, N, method="msd", weights="int8")["traffic"]["by_role"]
+    ws = deq["workspace"]["hbm_read_bytes"] + deq["workspace"]["hbm_write_bytes"]
+    assert ws == 4 * K * N
+    assert deq["weight"]["hbm_read_bytes"] == msd["weight"]["hbm_read_bytes"] == K * N
+    # MSD's workspace is activation-sized: the 2 int8 passes (2 x M x K) written once and read by every
+    # core, plus per-piece row maxima; nothing of weight size
+    msd_extra = msd["workspace"]["hbm_read_bytes"] + msd["workspace"]["hbm_write_bytes"]
+    assert msd_extra <= (cfg.chip.cores + 1) * 2 * 16 * K + 64 * 1024
+
+
+@pytest.mark.slow
+def test_prefill_msd_is_not_faster_and_compare_shows_why(cfg910):
+    rows = {r["compare"]["method"]: r for r in run_gemm_comparison(cfg910, 2048, K, N, numerics=False)}
+    deq, msd = rows["dequant"], rows["msd-2"]
+    assert msd["cycles"] >= deq["cycles"]
+    # why: MSD's vector work and int32 partials grow with M; dequant's vector work does not
+    assert msd["units"]["vector"]["busy_cycles"] > deq["units"]["vector"]["busy_cycles"]
+    part = msd["traffic"]["by_role"]["partial"]
+    assert part["l2_write_bytes"] + part["hbm_write_bytes"] >= 2 * 2048 * N * 4
+    small = run(cfg910, 16, K, N, method="msd", weights="int8")
+    assert small["units"]["vector"]["busy_cycles"] * 50 < msd["units"]["vector"]["busy_cycles"]
+
+
+def test_methods_a_preset_cannot_run_are_refused_with_the_reason(cfg910):
+    with pytest.raises(GraphError, match="per-channel int8"):
+        build_gemm(cfg910, 4, 256, 256, method="msd", weights="int8-g128")
+    with pytest.raises(GraphError, match="preset 910b has none .the 950 preset does"):
+        build_gemm(cfg910, 4, 256, 256, method="direct", weights="mxfp4")
+    with pytest.raises(GraphError, match="K a multiple of 128"):
+        build_gemm(cfg910, 4, 200, 256, method="dequant", weights="int8-g128")
+    with pytest.raises(GraphError, match="int32-safe"):
+        build_gemm(cfg910, 1, 140000, 16, method="msd", weights="int8")
