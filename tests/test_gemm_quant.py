@@ -93,6 +93,8 @@ def test_methods_a_preset_cannot_run_are_refused_with_the_reason(cfg910):
         build_gemm(cfg910, 4, 256, 256, method="msd", weights="int8-g128")
     with pytest.raises(GraphError, match="preset 910b has none .the 950 preset does"):
         build_gemm(cfg910, 4, 256, 256, method="direct", weights="mxfp4")
+    with pytest.raises(GraphError, match="takes --weights mxfp4"):
+        build_gemm(cfg910, 4, 256, 256, method="direct", weights="int8")
     with pytest.raises(GraphError, match="K a multiple of 128"):
         build_gemm(cfg910, 4, 200, 256, method="dequant", weights="int8-g128")
     with pytest.raises(GraphError, match="int32-safe"):

@@ -26,6 +26,8 @@ class UnitKind(StrEnum):
     AIV = "aiv"
 
 
+_AIC, _AIV = UnitKind.AIC, UnitKind.AIV
+
 PIPES_OF = {
     UnitKind.AIC: (Pipe.MTE2, Pipe.MTE1, Pipe.CUBE, Pipe.FIXP),
     UnitKind.AIV: (Pipe.MTE2, Pipe.VECTOR, Pipe.MTE3),
@@ -126,7 +128,7 @@ class Unit:
 
     @property
     def kind(self) -> UnitKind:
-        return UnitKind.AIC if self.name == "aic" else UnitKind.AIV
+        return _AIC if self.name == "aic" else _AIV
 
     @property
     def aiv_index(self) -> int:

@@ -54,8 +54,8 @@ def vector_cycles_per_element(cfg: HardwareConfig, vop: str, dtype: str) -> floa
     return DTYPE_BYTES[dtype] / cfg.vector.repeat_bytes * cfg.vector.cycles_per_repeat[vop]
 
 
-def port(cfg: HardwareConfig, path: Path):
-    p = getattr(cfg.dma, Path(path).value)
+def port(cfg: HardwareConfig, path: Path | str):
+    p = getattr(cfg.dma, path)  # Path is a str enum: its value is the config field name
     if p is None:
         raise KeyError(f"path {path} is absent on {cfg.meta.name}")
     return p

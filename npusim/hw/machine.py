@@ -62,44 +62,65 @@ class Machine:
         return makespan
 
     # ---- internals ----------------------------------------------------------------------------
-    def _pipe(self, key, op_ids: list[int]):
-        env, ops, end, cfg = self.env, self.graph.ops, self.end, self.cfg
-        datapath = self.datapath
-        pipe_free = 0
+    def _plan(self, op_ids: list[int]) -> list[tuple]:
+        """Everything about a pipe's ops that does not depend on the run: dependency edges with their
+        flag latencies, the duration where it is static, the record fields. Built once, so the event
+        loop does only the dynamic work."""
+        ops, cfg = self.graph.ops, self.cfg
+        intra, cross = cfg.sync.intra_core_flag_cycles, cfg.sync.cross_core_flag_cycles
+        plan = []
         for i in op_ids:
             op = ops[i]
+            unit, pipe = op.unit, op.pipe
+            # costs.flag_cycles, inlined: this loop runs once per edge of the graph
+            edges = tuple((d, (0 if ops[d].pipe is pipe else intra) if ops[d].unit == unit else cross, slot)
+                          for slot, deps in ((False, op.deps), (True, op.slot_deps)) for d in deps)
+            static = self._static_duration(op)
+            # str enums are strs: records carry the members themselves (no .value lookups per op)
+            head = (op.name, op.unit.core, op.unit.name, op.pipe, op.kind)
+            tail = (op.path or "", op.nbytes, op.role or "")
+            tail2 = (op.macs, op.dtype or "", op.vop or "", op.elements)
+            plan.append((i, op, edges, static, head, tail, tail2))
+        return plan
+
+    def _pipe(self, key, op_ids: list[int]):
+        env, end, datapath, sink = self.env, self.end, self.datapath, self.sink
+        waiters = self._waiters
+        pipe_free = 0
+        for i, op, edges, static, head, tail, tail2 in self._plan(op_ids):
             ready, blocker, latency, blocker_is_slot = 0, -1, 0, False
-            for is_slot, deps in ((False, op.deps), (True, op.slot_deps)):
-                for d in deps:
-                    if end[d] is None:
-                        self._blocked[key] = (i, d)
-                        yield self._event(d)
-                        del self._blocked[key]
-                    dep_op = ops[d]
-                    lat = costs.flag_cycles(cfg, dep_op.unit, op.unit, dep_op.pipe is op.pipe)
-                    t = end[d] + lat
-                    if t > ready:
-                        ready, blocker, latency, blocker_is_slot = t, d, lat, is_slot
-            if ready > env.now:
-                yield env.timeout(ready - env.now)
-            start = int(env.now)
-            pending = datapath.begin(op) if datapath is not None else None
-            duration, level = self._duration(op, start)
-            yield env.timeout(duration)
-            end[i] = start + duration
-            if pending is not None:
-                datapath.commit(op, pending)
-            ev = self._waiters.pop(i, None)
+            for d, lat, is_slot in edges:
+                e = end[d]
+                if e is None:
+                    self._blocked[key] = (i, d)
+                    yield self._event(d)
+                    del self._blocked[key]
+                    e = end[d]
+                if e + lat > ready:
+                    ready, blocker, latency, blocker_is_slot = e + lat, d, lat, is_slot
+            now = env.now
+            if datapath is None and static is not None:
+                # timing only and a fixed duration: one event for the wait and the op together
+                start = ready if ready > now else now
+                duration, level = static, ""
+                yield env.timeout(start - now + duration)
+            else:
+                if ready > now:
+                    yield env.timeout(ready - now)
+                start = env.now
+                pending = datapath.begin(op) if datapath is not None else None
+                duration, level = (static, "") if static is not None else self._gm_transfer(op, start)
+                yield env.timeout(duration)
+                if pending is not None:
+                    datapath.commit(op, pending)
+            finish = start + duration
+            end[i] = finish
+            ev = waiters.pop(i, None)
             if ev is not None:
                 ev.succeed()
-            self.sink.op(OpRecord(
-                index=i, name=op.name, core=op.unit.core, unit=op.unit.name, pipe=op.pipe.value,
-                kind=op.kind.value, start=start, end=start + duration, ready=ready, pipe_free=pipe_free,
-                blocker=blocker, blocker_is_slot=blocker_is_slot, latency=latency,
-                path=op.path.value if op.path else "", nbytes=op.nbytes,
-                role=op.role.value if op.role else "", level=level, macs=op.macs,
-                dtype=op.dtype or "", vop=op.vop or "", elements=op.elements))
-            pipe_free = start + duration
+            sink.op(OpRecord(i, *head, start, finish, ready, pipe_free, blocker, blocker_is_slot, latency,
+                             *tail, level, *tail2))
+            pipe_free = finish
 
     def _event(self, i: int) -> simpy.Event:
         ev = self._waiters.get(i)
@@ -107,22 +128,27 @@ class Machine:
             ev = self._waiters[i] = self.env.event()
         return ev
 
-    def _duration(self, op: Op, start: int) -> tuple[int, str]:
+    def _static_duration(self, op: Op) -> int | None:
+        """The duration of ops whose cost does not depend on what else is running; None for GM transfers."""
         cfg = self.cfg
         if op.kind is OpKind.MMAD:
-            return costs.mmad_cycles(cfg, op.m, op.k, op.n, op.dtype), ""
+            return costs.mmad_cycles(cfg, op.m, op.k, op.n, op.dtype)
         if op.kind is OpKind.VEC:
-            return costs.vector_cycles(cfg, op.vop, op.elements, op.dtype), ""
+            return costs.vector_cycles(cfg, op.vop, op.elements, op.dtype)
+        if not (op.path.reads_gm or op.path.writes_gm):
+            return costs.dma_cycles_uncontended(cfg, op.path, op.nbytes)
+        return None
+
+    def _gm_transfer(self, op: Op, start: int) -> tuple[int, str]:
+        """Duration and level ("hbm" or "l2") of a transfer that reads or writes GM, issued at `start`."""
+        cfg = self.cfg
         port = costs.port(cfg, op.path)
         rate = port.rate_bytes_per_cycle
         t0 = start + port.start_cycles
-        path = op.path
-        if not (path.reads_gm or path.writes_gm):
-            return port.start_cycles + costs.transfer_cycles(op.nbytes, rate), ""
         key = (op.gm.tensor, op.gm.region)
         role = op.role.value
         l2 = self.l2
-        if path.reads_gm:
+        if op.path.reads_gm:
             if l2 is not None and l2.read(key):
                 rate = min(rate, cfg.l2.read_rate_bytes_per_cycle)
                 return port.start_cycles + costs.transfer_cycles(op.nbytes, rate), "l2"

@@ -28,20 +28,21 @@ def vector_side(causes: dict[str, int]) -> int:
 
 def gemm_methods(cfg: HardwareConfig, weights: str, passes: int) -> list[dict[str, Any]]:
     """The (method, weights, passes) runs a comparison makes on this preset."""
-    runs = [{"method": "native", "weights": "bf16"}]
-    if weights in ("int8", "int8-g128"):
-        runs.append({"method": "dequant", "weights": weights})
-        if weights == "int8":
-            runs.append({"method": "msd", "weights": "int8", "passes": passes})
-    else:
-        raise NpusimError(f"compare: --weights {weights} is not supported yet (int8, int8-g128)")
+    runs = [{"method": "native", "weights": "bf16"}, {"method": "dequant", "weights": weights}]
+    mx_cube = cfg.cube.mx_block_elements is not None and "mxfp4" in cfg.cube.k0
+    if weights == "int8":
+        runs.append({"method": "msd", "weights": "int8", "passes": passes})
+    elif weights == "mxfp4" and mx_cube:
+        runs += [{"method": "msd", "weights": "mxfp4", "passes": passes}, {"method": "direct", "weights": "mxfp4"}]
+    elif weights not in ("int8-g128", "mxfp4"):
+        raise NpusimError(f"compare: --weights {weights!r}: choose int8, int8-g128 or mxfp4")
     return runs
 
 
 def compare_fields(doc: dict[str, Any], baseline_cycles: int | None) -> dict[str, Any]:
     cube = doc["units"]["cube"]
     return {
-        "method": doc["meta"]["method"] + (f"-{doc['meta']['passes']}" if "passes" in doc["meta"] else ""),
+        "method": doc["meta"]["method"] + (f"-{doc['meta']['passes']}" if doc["meta"]["method"] == "msd" else ""),
         "weights": doc["meta"]["weights"],
         "cycles": doc["cycles"],
         "time_us": doc["time_us"],
@@ -71,7 +72,7 @@ def run_gemm_comparison(cfg: HardwareConfig, m: int, k: int, n: int, *, weights:
 
 
 def render_comparison(docs: list[dict[str, Any]], console: Console, title: str) -> None:
-    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
     for col in ("method", "cycles", "vs deq", "Cube", "Cube⇠AIV", "AIV crit", "HBM", "rel err"):
         t.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
     for d in docs:
@@ -132,7 +133,7 @@ def render_workload(res: dict[str, Any], console: Console) -> None:
                   f"{len(res['gemms'])} GEMM kinds, {res['distinct_gemms_simulated']} distinct shapes simulated "
                   f"once per method and multiplied by count x layers ({res['layers']} layers)")
     methods = [r["method"] for r in res["gemms"][0]["rows"]]
-    t = Table(title="cycles per GEMM (one instance)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    t = Table(title="cycles per GEMM (one instance)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
     for col in ("gemm", "M x K x N", "x", *methods):
         t.add_column(col, justify="left" if col == "gemm" else "right", no_wrap=True)
     for gm in res["gemms"]:
@@ -140,7 +141,7 @@ def render_workload(res: dict[str, Any], console: Console) -> None:
                   *(f"{r['cycles']:,}" for r in gm["rows"]))
     console.print(t)
     t = Table(title="whole model, all GEMMs (one forward step)", title_justify="left", box=box.SIMPLE_HEAD,
-              pad_edge=False)
+              pad_edge=False, padding=(0, 1), collapse_padding=True)
     for col in ("method", "W", "cycles", "ms", "vs deq", "Cube⇠AIV", "HBM"):
         t.add_column(col, justify="left" if col in ("method", "W") else "right", no_wrap=True)
     for tot in res["totals"]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from npusim.config.schema import HardwareConfig
+from npusim.graph.kernel_graph import KernelGraph
+from npusim.graph.ops import Unit
 from npusim.hw import costs
 
 
@@ -55,3 +57,17 @@ def program_cycles(cfg: HardwareConfig, steps: tuple[VecStep, ...], elements: in
 def cycles_per_element(cfg: HardwareConfig, steps: tuple[VecStep, ...]) -> float:
     """Steady-state vector cycles per element of a program (no start costs): the c of DESIGN.md 6."""
     return sum(costs.vector_cycles_per_element(cfg, s.vop, s.dtype) for s in steps)
+
+
+def emit_program(g: KernelGraph, unit: Unit, tag: str, steps, elements: int, first: dict,
+                 last: dict | None = None) -> list[int]:
+    """Emit a vector program, one VECTOR op per step. `first` / `last` are the keyword arguments of the
+    first and last step (deps, slots read and written, compute); the steps between are timing only,
+    ordered by the pipe's program order."""
+    ids = []
+    for i, st in enumerate(steps):
+        kw = dict(first) if i == 0 else {}
+        if last and i == len(steps) - 1:
+            kw.update(last)
+        ids.append(g.vec(f"{st.vop}{tag}", unit, st.vop, elements, st.dtype, **kw))
+    return ids

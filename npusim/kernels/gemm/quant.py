@@ -27,8 +27,9 @@ from npusim.errors import GraphError
 from npusim.graph.kernel_graph import KernelGraph
 from npusim.graph.ops import Buffer, GmRef, Path, Role, Unit
 from npusim.kernels.gemm.cube_loop import CubeLoop
+from npusim.kernels.gemm.mx_schedules import build_gemm_mx, check_mx_method
 from npusim.kernels.gemm.native import COPY, TO_BF16, build_gemm_native, check_shape, tiling_meta
-from npusim.kernels.gemm.programs import DEQUANT, MSD_ABSMAX, msd_decompose_steps, msd_recombine_steps
+from npusim.kernels.gemm.programs import DEQUANT, MSD_ABSMAX, emit_program, msd_decompose_steps, msd_recombine_steps
 from npusim.kernels.gemm.tiling import GemmTiling, assign_tiles, choose_gemm_tiling, k_chunks, split
 from npusim.numerics.msd import int32_safe_k
 
@@ -51,13 +52,11 @@ def check_method(cfg: HardwareConfig, method: str, weights: str, passes: int) ->
     if method == "msd" and weights == "int8-g128":
         raise GraphError("--method msd takes per-channel int8 weights (--weights int8): with per-group scales "
                          "the int32 partials would have to be recombined per group of 128")
-    if method in ("msd", "direct") and weights == "mxfp4" or method == "direct":
-        if cfg.cube.mx_block_elements is None or "mxfp4" not in cfg.cube.k0:
-            raise GraphError(f"--method {method} with {weights} weights needs a Cube that takes MX formats; "
-                             f"preset {cfg.meta.name} has none (the 950 preset does)")
-        raise GraphError(f"--method {method} with {weights} weights is not implemented yet")
     if weights == "mxfp4":
-        raise GraphError("--weights mxfp4 is not implemented yet")
+        check_mx_method(cfg, method, passes)
+        return
+    if method == "direct":
+        raise GraphError("--method direct (single-pass MXFP8 activations) takes --weights mxfp4")
     if not 1 <= passes <= 4:
         raise GraphError(f"--passes {passes}: MSD takes 1 to 4 passes")
 
@@ -68,6 +67,8 @@ def build_gemm(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None = 
     check_method(cfg, method, weights, passes)
     if method == "native":
         return build_gemm_native(cfg, m, k, n, cores, tiling)
+    if weights == "mxfp4":
+        return build_gemm_mx(cfg, m, k, n, cores, method, passes, tiling)
     cores = check_shape(cfg, m, k, n, cores)
     group_k = GROUP_K if weights == "int8-g128" else None
     if group_k and k % group_k:
@@ -85,20 +86,6 @@ def _weight_tensors(g: KernelGraph, k: int, n: int, group_k: int | None) -> None
     g.tensor("wq", (k, n), "int8", Role.WEIGHT, {**base, "part": "q"})
     g.tensor("ws", (n,) if group_k is None else (k // group_k, n), "fp32", Role.WEIGHT_SCALE,
              {**base, "part": "scale"})
-
-
-def emit_program(g: KernelGraph, unit: Unit, tag: str, steps, elements: int, first: dict,
-                 last: dict | None = None) -> list[int]:
-    """Emit a vector program, one VECTOR op per step. `first` / `last` are the keyword arguments of the
-    first and last step (deps, slots read and written, compute); the steps between are timing only,
-    ordered by the pipe's program order."""
-    ids = []
-    for i, st in enumerate(steps):
-        kw = dict(first) if i == 0 else {}
-        if last and i == len(steps) - 1:
-            kw.update(last)
-        ids.append(g.vec(f"{st.vop}{tag}", unit, st.vop, elements, st.dtype, **kw))
-    return ids
 
 
 # ---- dequant ------------------------------------------------------------------------------------------

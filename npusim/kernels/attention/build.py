@@ -1,0 +1,680 @@
+"""Flash attention schedules with a (quantized) KV cache, decode and short prefill chunks (DESIGN.md 4.3).
+
+Work: per (batch, kv-head) the query rows are R = (q_heads / kv_heads) x q_len; rows are cut into row
+groups that fit the UB (MLA's 128 heads need two), and a (batch, kv-head, row group) is one work item.
+When there are fewer items than cores, the KV length of each item is split into parts on separate cores
+(flash-decoding) and merged with a log-sum-exp combine at the end. Each core runs one item (or part) at a
+time: its AIC does the matmuls, its two AIVs split the rows for the softmax and the tokens for dequant.
+
+Per KV block j of an item (software-pipelined: iteration t loads / dequantizes block t and computes
+S_t, runs the softmax of block t-1 and its PV, and updates O with block t-2):
+  KV   native: AIC MTE2 loads bf16 K (and V) blocks.  dequant: each AIV loads half the block's int8 tokens,
+       dequantizes them (cast, x scale, cast) and writes bf16 to a per-core GM workspace ring; the AIC
+       loads the bf16 block from it.  msd: the AIC loads the raw int8 block.
+  S    Cube: Q (or the stacked Q passes) x K^T, fp32 (int32) in L0C; FixPipe to a GM ring (role partial).
+  soft AIV: its rows of S -> (combine passes, scale), mask, online softmax (m, l, alpha), P as bf16 or
+       as p int8 passes (fixed scale 127) to a GM ring (role activation).
+  PV   Cube: P x V in column chunks, FixPipe to a GM ring (role partial).
+  O    AIV: O = O x alpha + PV (MSD: combine the passes, x 1/127).
+At the end O / l (x V scale for MSD) -> bf16, or (O, m, l) of a part to GM for the merge.
+MLA (latent): one int8 cache of Dk = head_dim + rope_dim columns is K; V is its first head_dim columns,
+read from the same L1 block (no second load). Roles: the int8 / bf16 cache is kv_cache; the dequantized
+bf16 blocks are workspace (the only workspace role in these schedules, so kv_cache + workspace is the
+KV-caused traffic); Q and P hand-offs are activation; S, PV and split parts are partial.
+All AIV <-> AIC hand-offs go through GM (the direct UB->L1 / L0C->UB paths are not used yet).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import ceil
+
+from npusim.config.schema import HardwareConfig
+from npusim.errors import GraphError
+from npusim.graph.kernel_graph import KernelGraph
+from npusim.graph.ops import Buffer, GmRef, Path, Role, Unit
+from npusim.hw import costs
+from npusim.kernels.attention import compute as _compute  # noqa: F401  (registers compute fns, references)
+from npusim.kernels.attention.programs import (
+    DEQUANT_KV, MERGE_ACC, MERGE_WEIGHTS, ROW_STATE, finalize_steps, o_update_steps, q_msd_steps, softmax_steps,
+)
+from npusim.kernels.gemm.quant import emit_program
+from npusim.numerics.attention import block_needs_mask, kv_partition, softmax_scale
+
+KV_TYPES = ("bf16", "int8")
+METHODS = ("native", "dequant", "msd")
+BLOCKS = (512, 256, 128, 64, 32, 16)
+NC_CHOICES = (512, 256, 128, 64, 32, 16)
+Q_CHUNK_ROWS = 4  # rows per MSD Q decomposition chunk on an AIV
+GM_RING = 3  # depth of the per-core GM rings (KV workspace, S, P, PV)
+COPY = {"fn": "copy"}
+
+
+@dataclass(frozen=True)
+class AttnPlan:
+    rows_w: int      # query rows per work item (row group)
+    rv: int          # rows per AIV
+    block: int       # KV tokens per block
+    nc: int          # Dv columns per PV / O chunk
+    k0: int          # Cube K step (L0A / L0B chunk)
+    tc: int          # tokens per AIV dequant chunk (dequant only)
+    ub: int
+    l1: int
+    l0a: int
+    l0b: int
+    l0c: int
+
+
+def _check(cfg, batch, q_heads, kv_heads, q_len, kv_len, head_dim, rope_dim, latent, kv, method, passes, cores):
+    for name, v in (("batch", batch), ("q_heads", q_heads), ("kv_heads", kv_heads), ("q_len", q_len),
+                    ("kv_len", kv_len), ("head_dim", head_dim)):
+        if not isinstance(v, int) or v <= 0:
+            raise GraphError(f"attention shape: {name} = {v!r} must be a positive integer")
+    if rope_dim < 0:
+        raise GraphError(f"attention shape: rope_dim = {rope_dim} must be >= 0")
+    if q_heads % kv_heads:
+        raise GraphError(f"attention shape: q_heads = {q_heads} is not a multiple of kv_heads = {kv_heads}")
+    if latent and kv_heads != 1:
+        raise GraphError(f"--latent (MLA) has one latent cache shared by all heads: kv_heads must be 1, not {kv_heads}")
+    if q_len > 256:
+        raise GraphError(f"q_len = {q_len}: the schedules cover decode and prefill chunks of at most 256 queries")
+    if q_len > kv_len:
+        raise GraphError(f"q_len = {q_len} exceeds kv_len = {kv_len} (the chunk's own keys are in the cache)")
+    if kv not in KV_TYPES:
+        raise GraphError(f"--kv {kv!r}: choose one of {', '.join(KV_TYPES)}")
+    if method not in METHODS:
+        raise GraphError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
+    if (method == "native") != (kv == "bf16"):
+        raise GraphError(f"--method {method} with --kv {kv}: native runs on a bf16 cache, dequant and msd on int8")
+    if method == "msd" and not 1 <= passes <= 4:
+        raise GraphError(f"--passes {passes}: MSD takes 1 to 4 passes")
+    cores = cfg.chip.cores if cores is None else cores
+    if not 1 <= cores <= cfg.chip.cores:
+        raise GraphError(f"--cores {cores}: {cfg.meta.name} has {cfg.chip.cores} cores")
+    return cores
+
+
+def plan_attention(cfg: HardwareConfig, *, rows: int, dk: int, dv: int, kv_len: int, latent: bool, method: str,
+                   passes: int, splits_possible: int, block: int | None = None) -> AttnPlan:
+    """The largest row group, then the largest KV block and PV column chunk whose slots fit every buffer."""
+    buf = cfg.buffers
+    msd = method == "msd"
+    pp = passes if msd else 1
+    ab = 1 if msd else 2          # A operand (Q or P) bytes per element on the Cube
+    kb = 1 if msd else 2          # K / V operand bytes in L1 / L0B
+    pb = 1 if msd else 2          # P bytes in UB / GM
+    ck0 = costs.cube_k0(cfg, "int8" if msd else "bf16")
+    cap_block = max(16, ceil(kv_len / 16) * 16)
+    blocks = [block] if block else [b for b in BLOCKS if b <= cap_block] or [16]
+    groups, r = [], rows
+    while True:
+        groups.append(r)
+        if r == 1:
+            break
+        r = ceil(r / 2)
+    tried = []
+    fallback = None
+    for rw in groups:
+        best = None
+        rv = ceil(rw / 2)
+        ra = pp * rw
+        for bn in blocks:
+            for nc in [c for c in NC_CHOICES if c <= dv] or [dv]:
+                nc = min(nc, dv)
+                l1 = ra * dk * ab + 2 * bn * dk * kb + (0 if latent else 2 * bn * dv * kb) + 2 * ra * bn * pb
+                l0c = 2 * ra * bn * 4 + 2 * ra * nc * 4
+                ub = (rv * dv * 4 + 2 * pp * rv * bn * 4 + 2 * pp * rv * bn * pb + 5 * rv * 4
+                      + 2 * pp * rv * nc * 4 + 2 * rv * nc * 2 + dv * 4)
+                if msd:
+                    ub += min(rv, Q_CHUNK_ROWS) * dk * (2 + 4 + passes) + dk * 4 + rv * 4
+                if splits_possible > 1:
+                    ub += 3 * splits_possible * rv * 4 + rv * 4 + rv * nc * 4
+                if method == "dequant":
+                    ub += dk * 4
+                tc = 0
+                if method == "dequant":
+                    t = ceil(bn / 2)
+                    while t >= 1 and ub + 2 * t * dk * (1 + 4 + 2) > buf.ub_bytes:
+                        t //= 2
+                    if t < 1:
+                        tried.append(f"rows {rw}, block {bn}: UB {ub} B + dequant chunks > {buf.ub_bytes} B")
+                        continue
+                    tc = t
+                    ub += 2 * tc * dk * 7
+                k0 = 0
+                for f in range(16, 0, -1):
+                    c = ck0 * f
+                    if 2 * ra * c * ab <= buf.l0a_bytes and 2 * c * max(bn, nc) * kb <= buf.l0b_bytes:
+                        k0 = c
+                        break
+                ok = (l1 <= buf.l1_bytes and l0c <= buf.l0c_bytes and ub <= buf.ub_bytes and k0 > 0)
+                if ok:
+                    plan = AttnPlan(rw, rv, bn, nc, k0, tc, ub, l1, 2 * ra * k0 * ab, 2 * k0 * max(bn, nc) * kb, l0c)
+                    score = (min(bn, nc), bn, nc)
+                    if best is None or score > best[0]:
+                        best = (score, plan)
+                    continue
+                tried.append(f"rows {rw}, block {bn}, Dv chunk {nc}: L1 {l1}/{buf.l1_bytes} B, L0C {l0c}/"
+                             f"{buf.l0c_bytes} B, UB {ub}/{buf.ub_bytes} B, L0A/L0B step {k0 or 'none'}")
+        if best is not None and (min(best[1].block, best[1].nc) >= min(64, dv) or rw == groups[-1]):
+            return best[1]
+        if best is not None and fallback is None:
+            fallback = best[1]
+    if fallback is not None:
+        return fallback
+    raise GraphError(f"attention with Dk = {dk}, Dv = {dv} ({method}) fits the buffers of {cfg.meta.name} with no "
+                     f"row group and KV block size{' ' + str(block) if block else ''}; smallest tried: {tried[-1]}")
+
+
+def build_attention(cfg: HardwareConfig, *, batch: int, q_heads: int, kv_heads: int, q_len: int, kv_len: int,
+                    head_dim: int, rope_dim: int = 0, latent: bool = False, kv: str = "int8",
+                    method: str = "dequant", passes: int = 2, block: int | None = None,
+                    cores: int | None = None) -> KernelGraph:
+    """The attention schedule of `method` (native | dequant | msd) as a KernelGraph (see module docstring)."""
+    if method == "native" and kv == "int8":
+        kv = "bf16"  # native means a bf16 cache
+    cores = _check(cfg, batch, q_heads, kv_heads, q_len, kv_len, head_dim, rope_dim, latent, kv, method, passes,
+                   cores)
+    if block is not None and (block <= 0 or block % 16):
+        raise GraphError(f"--block {block}: the KV block must be a positive multiple of 16")
+    return _Builder(cfg, batch, q_heads, kv_heads, q_len, kv_len, head_dim, rope_dim, latent, method, passes,
+                    block, cores).g
+
+
+class _Builder:
+    def __init__(self, cfg, batch, q_heads, kv_heads, q_len, kv_len, head_dim, rope_dim, latent, method, passes,
+                 block, cores):
+        self.cfg, self.method, self.latent = cfg, method, latent
+        self.msd = method == "msd"
+        self.p = passes if self.msd else 1
+        self.q_len, self.kv_len = q_len, kv_len
+        dk, dv = head_dim + rope_dim, head_dim
+        self.dk, self.dv = dk, dv
+        rows = q_heads // kv_heads * q_len
+        self.rows = rows
+        n_groups_max = batch * kv_heads
+        splits_possible = max(1, cores // n_groups_max)
+        pl = plan_attention(cfg, rows=rows, dk=dk, dv=dv, kv_len=kv_len, latent=latent, method=method,
+                            passes=passes, splits_possible=splits_possible, block=block)
+        self.pl = pl
+        groups = [(r0, min(r0 + pl.rows_w, rows)) for r0 in range(0, rows, pl.rows_w)]
+        items = [(b, h, rg) for b in range(batch) for h in range(kv_heads) for rg in groups]
+        n_splits = cores // len(items) if len(items) < cores else 1
+        parts = kv_partition(kv_len, q_len, pl.block, max(1, n_splits))
+        self.parts = parts
+        units = [(i, s) for i in range(len(items)) for s in range(len(parts))]
+        used_cores = min(cores, len(units))
+        self.sm = float(softmax_scale(dk))
+        tag = f"{method}{passes if self.msd else ''}"
+        g = self.g = KernelGraph(name=f"attention_{tag}_{'mla' if latent else 'gqa'}_b{batch}_h{q_heads}x{kv_heads}"
+                                 f"_q{q_len}_kv{kv_len}_d{dk}")
+        g.meta = {"kernel": "attention", "method": method, "kv": "bf16" if method == "native" else "int8",
+                  "weights": "bf16" if method == "native" else "int8", "batch": batch, "q_heads": q_heads,
+                  "kv_heads": kv_heads, "q_len": q_len, "kv_len": kv_len, "head_dim": head_dim,
+                  "rope_dim": rope_dim, "latent": latent, "cores": used_cores, "handoff": "gm_workspace",
+                  "rows_per_item": pl.rows_w, "block": pl.block, "dv_chunk": pl.nc, "cube_k_step": pl.k0,
+                  "dequant_chunk_tokens": pl.tc, "kv_splits": len(parts), "work_items": len(items),
+                  "buffers_bytes": {"ub": pl.ub, "l1": pl.l1, "l0a": pl.l0a, "l0b": pl.l0b, "l0c": pl.l0c}}
+        if self.msd:
+            g.meta["passes"] = passes
+        kvspec = {"kind": "attn_kv", "b": batch, "h": kv_heads, "l": kv_len, "dk": dk, "dv": dv, "latent": latent}
+        g.tensor("q", (batch, kv_heads, rows, dk), "bf16", Role.ACTIVATION, {"kind": "normal", "std": 1.0})
+        if method == "native":
+            g.tensor("k", (batch, kv_heads, kv_len, dk), "bf16", Role.KV_CACHE, {**kvspec, "part": "k_bf16"})
+            inputs = ["q", "k"]
+            if not latent:
+                g.tensor("v", (batch, kv_heads, kv_len, dv), "bf16", Role.KV_CACHE, {**kvspec, "part": "v_bf16"})
+                inputs.append("v")
+        else:
+            g.tensor("kq", (batch, kv_heads, kv_len, dk), "int8", Role.KV_CACHE, {**kvspec, "part": "kq"})
+            g.tensor("ks", (kv_heads, dk), "fp32", Role.KV_CACHE, {**kvspec, "part": "ks"})
+            inputs = ["q", "kq", "ks"]
+            if not latent:
+                g.tensor("vq", (batch, kv_heads, kv_len, dv), "int8", Role.KV_CACHE, {**kvspec, "part": "vq"})
+                g.tensor("vs", (kv_heads, dv), "fp32", Role.KV_CACHE, {**kvspec, "part": "vs"})
+                inputs += ["vq", "vs"]
+        g.tensor("o", (batch, kv_heads, rows, dv), "bf16", Role.OUTPUT)
+        truth = "attention_fp64_bf16" if method == "native" else "attention_fp64"
+        kwargs = {"q_len": q_len, "block": pl.block, "n_splits": len(parts), "dv": dv}
+        if self.msd:
+            kwargs["passes"] = passes
+        g.reference = {"fn": f"attention_{method}", "inputs": inputs, "output": "o", "kwargs": kwargs, "truth": truth}
+        pp, rw, bn = self.p, pl.rows_w, pl.block
+        acc_dt = "int32" if self.msd else "fp32"
+        if method == "dequant":
+            g.tensor("kws", (used_cores, GM_RING, bn, dk), "bf16", Role.WORKSPACE)
+            if not latent:
+                g.tensor("vws", (used_cores, GM_RING, bn, dv), "bf16", Role.WORKSPACE)
+        g.tensor("s_ws", (used_cores, GM_RING, pp, rw, bn), acc_dt, Role.PARTIAL)
+        g.tensor("p_ws", (used_cores, GM_RING, pp, rw, bn), "int8" if self.msd else "bf16", Role.ACTIVATION)
+        g.tensor("pv_ws", (used_cores, GM_RING, pp, rw, dv), acc_dt, Role.PARTIAL)
+        if self.msd:
+            g.tensor("qa", (used_cores, passes, rw, dk), "int8", Role.ACTIVATION)
+        if len(parts) > 1:
+            g.tensor("opart", (len(items), len(parts), rw, dv), "fp32", Role.PARTIAL)
+            g.tensor("mpart", (len(items), len(parts), rw), "fp32", Role.PARTIAL)
+            g.tensor("lpart", (len(items), len(parts), rw), "fp32", Role.PARTIAL)
+        self.gm_readers: dict[tuple, list[int]] = {}
+        self.cores: dict[int, _Core] = {}
+        self.part_done: dict[int, list[int]] = {i: [] for i in range(len(items))}
+        self.items = items
+        merge_at: dict[int, list[int]] = {}
+        for n, (i, s) in enumerate(units):
+            c = n % used_cores
+            core = self.cores.setdefault(c, _Core(self, c))
+            core.run_unit(i, items[i], s)
+            merge_at.setdefault(i, []).append(c)
+        if len(parts) > 1:
+            # every core that ran a part of an item merges a share of its output columns
+            for i, cs in merge_at.items():
+                step = ceil(ceil(dv / len(cs)) / 16) * 16
+                for k, c in enumerate(cs):
+                    ca, cb = k * step, min(dv, (k + 1) * step)
+                    if cb > ca:
+                        self.cores[c].merge(i, items[i], ca, cb)
+
+    # GM ring write-after-read bookkeeping
+    def readers(self, key) -> list[int]:
+        return self.gm_readers.setdefault(key, [])
+
+
+class _Core:
+    """One core group's slots and program: the AIC's L1 / L0 slots and both AIVs' UB slots."""
+
+    def __init__(self, b: _Builder, c: int):
+        self.b, self.c = b, c
+        g, pl, p, dk, dv = b.g, b.pl, b.p, b.dk, b.dv
+        msd = b.msd
+        self.aic = Unit(c, "aic")
+        self.aivs = [Unit(c, f"aiv{i}") for i in range(min(2, b.cfg.chip.aiv_per_core))]
+        ra = p * pl.rows_w
+        ab = 1 if msd else 2
+        kb = 1 if msd else 2
+        L = lambda name, buf, n: g.slot(f"c{c}.{name}", self.aic, buf, n)  # noqa: E731
+        self.a1 = L("l1.q", Buffer.L1, ra * dk * ab)
+        self.k1 = [L(f"l1.k{i}", Buffer.L1, pl.block * dk * kb) for i in range(2)]
+        self.v1 = [] if b.latent else [L(f"l1.v{i}", Buffer.L1, pl.block * dv * kb) for i in range(2)]
+        self.p1 = [L(f"l1.p{i}", Buffer.L1, ra * pl.block * ab) for i in range(2)]
+        self.a0 = [L(f"l0a.{i}", Buffer.L0A, ra * pl.k0 * ab) for i in range(2)]
+        self.b0 = [L(f"l0b.{i}", Buffer.L0B, pl.k0 * max(pl.block, pl.nc) * kb) for i in range(2)]
+        self.s0 = [L(f"l0c.s{i}", Buffer.L0C, ra * pl.block * 4) for i in range(2)]
+        self.o0 = [L(f"l0c.pv{i}", Buffer.L0C, ra * pl.nc * 4) for i in range(2)]
+        self.sl: dict[str, list[int]] = {}
+        self.writer: dict[str, int] = {}
+        self.n_l0 = self.n_pv = 0
+        self.v: list[dict] = []
+        for u in self.aivs:
+            pre = f"c{c}.{u.name}."
+            rv = pl.rv
+            S = lambda name, n: g.slot(pre + name, u, Buffer.UB, n)  # noqa: E731
+            d = {"o": S("o", rv * dv * 4), "s": [S(f"s{i}", p * rv * pl.block * 4) for i in range(2)],
+                 "p": [S(f"p{i}", p * rv * pl.block * (1 if msd else 2)) for i in range(2)],
+                 "m": S("m", rv * 4), "l": S("l", rv * 4), "al": [S(f"alpha{i}", rv * 4) for i in range(2)],
+                 "pv": [S(f"pv{i}", p * rv * pl.nc * 4) for i in range(2)],
+                 "out": [S(f"out{i}", rv * pl.nc * 2) for i in range(2)], "vs": S("vs", dv * 4)}
+            if msd:
+                qr = min(rv, Q_CHUNK_ROWS)
+                d.update(qin=S("q", qr * dk * 2), qf=S("q_f32", qr * dk * 4), qc=S("q_passes", passes_bytes(b, qr)),
+                         ks=S("ks", dk * 4), rs=S("rowscale", rv * 4))
+            if b.method == "dequant":
+                d.update(ks=S("ks", dk * 4), dq=[S(f"kv_q{i}", pl.tc * dk) for i in range(2)],
+                         df=[S(f"kv_f32_{i}", pl.tc * dk * 4) for i in range(2)],
+                         db=[S(f"kv_bf16_{i}", pl.tc * dk * 2) for i in range(2)])
+            if len(b.parts) > 1:
+                ns = len(b.parts)
+                d.update(ms=S("ms", ns * rv * 4), ls=S("ls", ns * rv * 4), w=S("w", ns * rv * 4),
+                         L=S("L", rv * 4), acc=S("acc", rv * pl.nc * 4))
+            d["n"] = {"s": 0, "pv": 0, "dq": 0, "out": 0}
+            self.v.append(d)
+
+    # ---- slot bookkeeping -------------------------------------------------------------------------
+    def rd(self, slot: str) -> list[int]:
+        return self.sl.setdefault(slot, [])
+
+    def dma(self, name, unit, path, nbytes, role, *, gm=None, src=None, dst=None, deps=(), compute=COPY,
+            extra_slot_deps=()):
+        g = self.b.g
+        sd = list(extra_slot_deps) + (self.rd(dst) if dst else [])
+        op = g.dma(name, unit, path, nbytes, role, gm=gm, src=src, dst=dst, deps=deps, slot_deps=sd, compute=compute)
+        if dst:
+            self.sl[dst] = []
+            self.writer[dst] = op
+        if src:
+            self.rd(src).append(op)
+        return op
+
+    def prog(self, unit, tag, steps, elements, reads, writes, deps, compute):
+        """A vector program: the first step waits for inputs, the last does the numerics and writes."""
+        sd = [x for w in writes for x in self.rd(w)]
+        ids = emit_program(self.b.g, unit, tag, steps, elements,
+                           first=dict(deps=deps, reads=reads, slot_deps=sd),
+                           last=dict(reads=reads, writes=writes, slot_deps=sd, compute=compute))
+        for r in reads:
+            self.rd(r).extend([ids[0], ids[-1]])
+        for w in writes:
+            self.sl[w] = [ids[-1]] if w in reads else []
+            self.writer[w] = ids[-1]
+        return ids[-1]
+
+    # ---- one work unit: (item, split part) ---------------------------------------------------------
+    def run_unit(self, i: int, item, s: int) -> None:
+        b, pl, c = self.b, self.pl_(), self.c
+        bb, h, (r0, r1) = item
+        rw = r1 - r0
+        p, dk, dv = b.p, b.dk, b.dv
+        blocks = b.parts[s]
+        nb = len(blocks)
+        rows_of = []
+        for a in range(len(self.aivs)):
+            x0, x1 = min(rw, a * pl.rv), min(rw, (a + 1) * pl.rv)
+            rows_of.append((x0, x1))
+        act = [a for a, (x0, x1) in enumerate(rows_of) if x1 > x0]
+        # Q: bf16 straight to L1, or the MSD passes via the AIVs and a GM workspace
+        if b.msd:
+            stores = []
+            for a in act:
+                u, d, (x0, x1) = self.aivs[a], self.v[a], rows_of[a]
+                lk = self.dma(f"ld_ks[{h}]", u, Path.GM_TO_UB, dk * 4, Role.KV_CACHE, gm=GmRef("ks", ((h, h + 1), (0, dk))),
+                              dst=d["ks"], compute={"fn": "copy", "reshape": (dk,)})
+                lv = self.dma(f"ld_vs[{h}]", u, Path.GM_TO_UB, dv * 4, Role.KV_CACHE,
+                              gm=GmRef("vs" if not b.latent else "ks", ((h, h + 1), (0, dv))), dst=d["vs"],
+                              compute={"fn": "copy", "reshape": (dv,)})
+                self.vs_load = lv
+                for y0 in range(x0, x1, Q_CHUNK_ROWS):
+                    y1 = min(x1, y0 + Q_CHUNK_ROWS)
+                    lq = self.dma(f"ld_q[{bb},{h},{r0 + y0}]", u, Path.GM_TO_UB, (y1 - y0) * dk * 2, Role.ACTIVATION,
+                                  gm=GmRef("q", ((bb, bb + 1), (h, h + 1), (r0 + y0, r0 + y1), (0, dk))),
+                                  dst=d["qin"], compute={"fn": "copy", "reshape": (y1 - y0, dk)})
+                    reads = (d["qin"], d["ks"]) + (() if y0 == x0 else (d["rs"],))
+                    last = self.prog(u, f"_qmsd[{bb},{h},{r0 + y0}]", q_msd_steps(p), (y1 - y0) * dk,
+                                     reads=reads, writes=(d["qc"], d["rs"]), deps=(lq, lk),
+                                     compute={"fn": "attn_q_msd", "sm": b.sm, "passes": p, "row_off": y0 - x0,
+                                              "rows": x1 - x0})
+                    st = self.dma(f"st_qa[{bb},{h},{r0 + y0}]", u, Path.UB_TO_GM, p * (y1 - y0) * dk,
+                                  Role.ACTIVATION, gm=GmRef("qa", ((c, c + 1), (0, p), (y0, y1), (0, dk))), src=d["qc"],
+                                  deps=[last], extra_slot_deps=b.readers(("qa", c)))
+                    stores.append(st)
+            la = self.dma(f"ld_qa[{bb},{h},{r0}]", self.aic, Path.GM_TO_L1, p * rw * dk, Role.ACTIVATION,
+                          gm=GmRef("qa", ((c, c + 1), (0, p), (0, rw), (0, dk))), dst=self.a1, deps=stores,
+                          compute={"fn": "copy", "reshape": (p * rw, dk)})
+            b.gm_readers[("qa", c)] = [la]
+        else:
+            la = self.dma(f"ld_q[{bb},{h},{r0}]", self.aic, Path.GM_TO_L1, rw * dk * 2, Role.ACTIVATION,
+                          gm=GmRef("q", ((bb, bb + 1), (h, h + 1), (r0, r1), (0, dk))), dst=self.a1,
+                          compute={"fn": "copy", "reshape": (rw, dk)})
+            if b.method == "dequant":
+                for a, u in enumerate(self.aivs):
+                    d = self.v[a]
+                    self.dma(f"ld_ks[{h}]", u, Path.GM_TO_UB, dk * 4, Role.KV_CACHE,
+                             gm=GmRef("ks", ((h, h + 1), (0, dk))), dst=d["ks"], compute={"fn": "copy", "reshape": (dk,)})
+                    if not b.latent:
+                        self.dma(f"ld_vs[{h}]", u, Path.GM_TO_UB, dv * 4, Role.KV_CACHE,
+                                 gm=GmRef("vs", ((h, h + 1), (0, dv))), dst=d["vs"],
+                                 compute={"fn": "copy", "reshape": (dv,)})
+        ctx = dict(i=i, bb=bb, h=h, r0=r0, rw=rw, rows_of=rows_of, act=act, la=la, blocks=blocks, s=s)
+        state: dict = {"kv": {}, "S": {}, "P": {}, "PV": {}, "soft": {}}
+        for t in range(nb + 2):
+            if t < nb:
+                self.kv(ctx, t, state)
+                self.scores(ctx, t, state)
+            if 0 <= t - 1 < nb:
+                self.softmax(ctx, t - 1, state)
+                self.pv(ctx, t - 1, state)
+            if 0 <= t - 2 < nb:
+                self.o_update(ctx, t - 2, state)
+        self.finish(ctx, state)
+
+    def pl_(self):
+        return self.b.pl
+
+    # KV block t into L1 (via dequant on the AIVs and the workspace ring for the dequant method)
+    def kv(self, ctx, t, state):
+        b, pl, c = self.b, self.b.pl, self.c
+        bb, h = ctx["bb"], ctx["h"]
+        a0, a1 = ctx["blocks"][t]
+        n = a1 - a0
+        j = t % GM_RING
+        slot = t % 2
+        dk, dv = b.dk, b.dv
+        tensors = [("k", dk, self.k1[slot])] + ([] if b.latent else [("v", dv, self.v1[slot])])
+        loads = []
+        for name, width, l1 in tensors:
+            if b.method == "dequant":
+                ws = f"{name}ws"
+                key = (ws, c, j)
+                stores = []
+                half = ceil(n / len(self.aivs))
+                for a, u in enumerate(self.aivs):
+                    d = self.v[a]
+                    ta, tb = a0 + a * half, min(a1, a0 + (a + 1) * half)
+                    for x0 in range(ta, tb, pl.tc):
+                        x1 = min(tb, x0 + pl.tc)
+                        m = d["n"]["dq"] % 2
+                        d["n"]["dq"] += 1
+                        tg = f"{name}[{bb},{h},{x0}:{x1}]"
+                        lq = self.dma(f"ld_{tg}", u, Path.GM_TO_UB, (x1 - x0) * width, Role.KV_CACHE,
+                                      gm=GmRef(f"{name}q", ((bb, bb + 1), (h, h + 1), (x0, x1), (0, width))),
+                                      dst=d["dq"][m], compute={"fn": "copy", "reshape": (x1 - x0, width)})
+                        sc = d["ks"] if name == "k" else d["vs"]
+                        last = self.prog(u, f"_dq{tg}", DEQUANT_KV, (x1 - x0) * width, reads=(d["dq"][m], sc),
+                                         writes=(d["db"][m],), deps=(lq,),
+                                         compute={"fn": "dequant_int", "group_k": None})
+                        self.rd(d["df"][m])  # the fp32 temporary is part of the program (timing only)
+                        st = self.dma(f"st_{name}deq{tg}", u, Path.UB_TO_GM, (x1 - x0) * width * 2, Role.WORKSPACE,
+                                      gm=GmRef(ws, ((c, c + 1), (j, j + 1), (x0 - a0, x1 - a0), (0, width))),
+                                      src=d["db"][m], deps=[last], extra_slot_deps=b.readers(key))
+                        stores.append(st)
+                ld = self.dma(f"ld_{name}deq[{bb},{h},{a0}]", self.aic, Path.GM_TO_L1, n * width * 2, Role.WORKSPACE,
+                              gm=GmRef(ws, ((c, c + 1), (j, j + 1), (0, n), (0, width))), dst=l1, deps=stores,
+                              compute={"fn": "copy", "reshape": (n, width)})
+                b.gm_readers[key] = [ld]
+            else:
+                src = name if b.method == "native" else f"{name}q"
+                ld = self.dma(f"ld_{name}[{bb},{h},{a0}]", self.aic, Path.GM_TO_L1, n * width * (2 if b.method == "native" else 1),
+                              Role.KV_CACHE, gm=GmRef(src, ((bb, bb + 1), (h, h + 1), (a0, a1), (0, width))), dst=l1,
+                              compute={"fn": "copy", "reshape": (n, width)})
+            loads.append(ld)
+        state["kv"][t] = (loads, self.k1[slot], self.k1[slot] if b.latent else self.v1[slot])
+
+    def _mm(self, tag, a_slot, a_dep, a_rows, a_col0, b_slot, b_dep, k_total, b_sub, transpose, n, acc, dtype):
+        """MTE1 + CUBE over k_total in steps of k0: acc = A[:, a_col0 + k] x B(k); B(k) from b_sub(k0, k1)."""
+        g, pl = self.b.g, self.b.pl
+        ab = 1 if self.b.msd else 2
+        mm = -1
+        first = True
+        for ka in range(0, k_total, pl.k0):
+            kb_ = min(k_total, ka + pl.k0)
+            s0a, s0b = self.a0[self.n_l0 % 2], self.b0[self.n_l0 % 2]
+            self.n_l0 += 1
+            ma = self.dma(f"l0a{tag}[{ka}]", self.aic, Path.L1_TO_L0A, a_rows * (kb_ - ka) * ab, Role.ACTIVATION,
+                          src=a_slot, dst=s0a, deps=[a_dep],
+                          compute={"fn": "copy", "sub": ((0, a_rows), (a_col0 + ka, a_col0 + kb_))})
+            sub = b_sub(ka, kb_)
+            mb = self.dma(f"l0b{tag}[{ka}]", self.aic, Path.L1_TO_L0B, (kb_ - ka) * n * ab, Role.KV_CACHE,
+                          src=b_slot, dst=s0b, deps=b_dep,
+                          compute={"fn": "attn_copy_t" if transpose else "copy", "sub": sub})
+            mm = g.mmad(f"mmad{tag}[{ka}]", self.aic, a_rows, kb_ - ka, n, dtype,
+                        reads=[s0a, s0b] if first else [s0a, s0b, acc], writes=[acc], deps=[ma, mb],
+                        slot_deps=self.rd(acc) if first else (), compute={"fn": "mmad", "init": first})
+            if first:
+                self.sl[acc] = []
+            self.sl[s0a], self.sl[s0b] = [mm], [mm]
+            first = False
+        return mm
+
+    def scores(self, ctx, t, state):
+        b, c = self.b, self.c
+        loads, k1, _ = state["kv"][t]
+        a0, a1 = ctx["blocks"][t]
+        n, rw, p, dk = a1 - a0, ctx["rw"], b.p, b.dk
+        acc = self.s0[t % 2]
+        dtype = "int8" if b.msd else "bf16"
+        mm = self._mm(f"_s[{ctx['h']},{a0}]", self.a1, ctx["la"], p * rw, 0, k1, [loads[0]], dk,
+                      lambda ka, kb_: ((0, n), (ka, kb_)), True, n, acc, dtype)
+        j = t % GM_RING
+        key = ("s_ws", c, j)
+        fix = self.dma(f"st_s[{ctx['h']},{a0}]", self.aic, Path.L0C_TO_GM, p * rw * n * 4, Role.PARTIAL,
+                       gm=GmRef("s_ws", ((c, c + 1), (j, j + 1), (0, p), (0, rw), (0, n))), src=acc, deps=[mm],
+                       extra_slot_deps=b.readers(key))
+        self.sl[acc] = [fix]
+        state["S"][t] = fix
+
+    def softmax(self, ctx, t, state):
+        b, pl, c = self.b, self.b.pl, self.c
+        a0, a1 = ctx["blocks"][t]
+        n, p, j = a1 - a0, b.p, t % GM_RING
+        masked = block_needs_mask(b.kv_len, b.q_len, a1)
+        first = t == 0
+        stores, s_loads = [], []
+        for a in ctx["act"]:
+            u, d, (x0, x1) = self.aivs[a], self.v[a], ctx["rows_of"][a]
+            rv = x1 - x0
+            k = d["n"]["s"] % 2
+            d["n"]["s"] += 1
+            sin, pout = d["s"][k], d["p"][k]
+            ls = self.dma(f"ld_s[{ctx['h']},{a0},{x0}]", u, Path.GM_TO_UB, p * rv * n * 4, Role.PARTIAL,
+                          gm=GmRef("s_ws", ((c, c + 1), (j, j + 1), (0, p), (x0, x1), (0, n))), dst=sin,
+                          deps=[state["S"][t]], compute={"fn": "copy", "reshape": (p, rv, n)})
+            s_loads.append(ls)
+            reads = (sin,) + ((d["rs"],) if b.msd else ()) + (() if first else (d["m"], d["l"]))
+            writes = (pout, d["m"], d["l"], d["al"][t % 2])
+            spec = {"fn": "attn_softmax", "method": b.method, "sm": b.sm, "first": first, "mask": masked,
+                    "col0": a0, "kv_len": b.kv_len, "q_len": b.q_len, "row0": ctx["r0"] + x0, "passes": p}
+            last = self.prog(u, f"_soft[{ctx['h']},{a0},{x0}]", softmax_steps(b.method, p, masked), rv * n,
+                             reads=reads, writes=writes, deps=(ls,), compute=spec)
+            if not first:
+                last = self.prog(u, f"_row[{ctx['h']},{a0},{x0}]", ROW_STATE, rv, reads=(d["m"], d["l"]),
+                                 writes=(), deps=(last,), compute=None)
+            key = ("p_ws", c, j)
+            st = self.dma(f"st_p[{ctx['h']},{a0},{x0}]", u, Path.UB_TO_GM, p * rv * n * (1 if b.msd else 2),
+                          Role.ACTIVATION, gm=GmRef("p_ws", ((c, c + 1), (j, j + 1), (0, p), (x0, x1), (0, n))),
+                          src=pout, deps=[last], extra_slot_deps=b.readers(key))
+            stores.append(st)
+            state["soft"][(t, a)] = last
+        b.gm_readers[("s_ws", c, j)] = s_loads
+        state["P"][t] = stores
+
+    def pv(self, ctx, t, state):
+        b, pl, c = self.b, self.b.pl, self.c
+        a0, a1 = ctx["blocks"][t]
+        n, rw, p, dv, j = a1 - a0, ctx["rw"], b.p, b.dv, t % GM_RING
+        loads, _, v1 = state["kv"][t]
+        p1 = self.p1[t % 2]
+        lp = self.dma(f"ld_p[{ctx['h']},{a0}]", self.aic, Path.GM_TO_L1, p * rw * n * (1 if b.msd else 2),
+                      Role.ACTIVATION, gm=GmRef("p_ws", ((c, c + 1), (j, j + 1), (0, p), (0, rw), (0, n))), dst=p1,
+                      deps=state["P"][t], compute={"fn": "copy", "reshape": (p * rw, n)})
+        b.gm_readers[("p_ws", c, j)] = [lp]
+        dtype = "int8" if b.msd else "bf16"
+        fixes = []
+        key = ("pv_ws", c, j)
+        for c0 in range(0, dv, pl.nc):
+            c1 = min(dv, c0 + pl.nc)
+            acc = self.o0[self.n_pv % 2]
+            self.n_pv += 1
+            mm = self._mm(f"_pv[{ctx['h']},{a0},{c0}]", p1, lp, p * rw, 0, v1, [loads[-1]], n,
+                          lambda ka, kb_, c0=c0, c1=c1: ((ka, kb_), (c0, c1)), False, c1 - c0, acc, dtype)
+            fix = self.dma(f"st_pv[{ctx['h']},{a0},{c0}]", self.aic, Path.L0C_TO_GM, p * rw * (c1 - c0) * 4,
+                           Role.PARTIAL, gm=GmRef("pv_ws", ((c, c + 1), (j, j + 1), (0, p), (0, rw), (c0, c1))),
+                           src=acc, deps=[mm], extra_slot_deps=b.readers(key))
+            self.sl[acc] = [fix]
+            fixes.append((c0, c1, fix))
+        b.gm_readers[key] = []
+        state["PV"][t] = fixes
+
+    def o_update(self, ctx, t, state):
+        b, c = self.b, self.c
+        a0 = ctx["blocks"][t][0]
+        p, j = b.p, t % GM_RING
+        first = t == 0
+        for a in ctx["act"]:
+            u, d, (x0, x1) = self.aivs[a], self.v[a], ctx["rows_of"][a]
+            rv = x1 - x0
+            for c0, c1, fix in state["PV"][t]:
+                k = d["n"]["pv"] % 2
+                d["n"]["pv"] += 1
+                pin = d["pv"][k]
+                lp = self.dma(f"ld_pv[{ctx['h']},{a0},{x0},{c0}]", u, Path.GM_TO_UB, p * rv * (c1 - c0) * 4,
+                              Role.PARTIAL, gm=GmRef("pv_ws", ((c, c + 1), (j, j + 1), (0, p), (x0, x1), (c0, c1))),
+                              dst=pin, deps=[fix], compute={"fn": "copy", "reshape": (p, rv, c1 - c0)})
+                b.readers(("pv_ws", c, j)).append(lp)
+                reads = (pin,) + (() if first else (d["o"], d["al"][t % 2]))
+                self.prog(u, f"_o[{ctx['h']},{a0},{x0},{c0}]", o_update_steps(b.method, p, first), rv * (c1 - c0),
+                          reads=reads, writes=(d["o"],), deps=(lp, state["soft"][(t, a)]),
+                          compute={"fn": "attn_o_update", "method": b.method, "first": first, "cols": (c0, c1),
+                                   "dv": b.dv})
+
+    def finish(self, ctx, state):
+        b, pl = self.b, self.b.pl
+        bb, h, r0 = ctx["bb"], ctx["h"], ctx["r0"]
+        dv = b.dv
+        split = len(b.parts) > 1
+        for a in ctx["act"]:
+            u, d, (x0, x1) = self.aivs[a], self.v[a], ctx["rows_of"][a]
+            rv = x1 - x0
+            if split:
+                i, s = ctx["i"], ctx["s"]
+                deps = [self.writer[d["o"]]]
+                so = self.dma(f"st_opart[{i},{s},{x0}]", u, Path.UB_TO_GM, rv * dv * 4, Role.PARTIAL,
+                              gm=GmRef("opart", ((i, i + 1), (s, s + 1), (x0, x1), (0, dv))), src=d["o"], deps=deps)
+                sm = self.dma(f"st_mpart[{i},{s},{x0}]", u, Path.UB_TO_GM, rv * 4, Role.PARTIAL,
+                              gm=GmRef("mpart", ((i, i + 1), (s, s + 1), (x0, x1))), src=d["m"], deps=deps)
+                sl = self.dma(f"st_lpart[{i},{s},{x0}]", u, Path.UB_TO_GM, rv * 4, Role.PARTIAL,
+                              gm=GmRef("lpart", ((i, i + 1), (s, s + 1), (x0, x1))), src=d["l"], deps=deps)
+                b.part_done[i] += [so, sm, sl]
+                continue
+            for c0 in range(0, dv, pl.nc):
+                c1 = min(dv, c0 + pl.nc)
+                k = d["n"]["out"] % 2
+                d["n"]["out"] += 1
+                out = d["out"][k]
+                reads = (d["o"], d["l"]) + ((d["vs"],) if b.msd else ())
+                last = self.prog(u, f"_fin[{h},{x0},{c0}]", finalize_steps(b.method), rv * (c1 - c0), reads=reads,
+                                 writes=(out,), deps=[self.writer[d["o"]]],
+                                 compute={"fn": "attn_finalize", "cols": (c0, c1)})
+                self.dma(f"st_o[{bb},{h},{r0 + x0},{c0}]", u, Path.UB_TO_GM, rv * (c1 - c0) * 2, Role.OUTPUT,
+                         gm=GmRef("o", ((bb, bb + 1), (h, h + 1), (r0 + x0, r0 + x1), (c0, c1))), src=out, deps=[last])
+
+    def merge(self, i, item, ca, cb):
+        """Log-sum-exp merge of every part of item i, on this core's AIVs (after all parts are written)."""
+        b, pl = self.b, self.b.pl
+        bb, h, (r0, r1) = item
+        rw, dv, ns = r1 - r0, b.dv, len(b.parts)
+        done = b.part_done[i]
+        for a, u in enumerate(self.aivs):
+            d = self.v[a]
+            x0, x1 = min(rw, a * pl.rv), min(rw, (a + 1) * pl.rv)
+            rv = x1 - x0
+            if rv <= 0:
+                continue
+            lm = self.dma(f"ld_mpart[{i},{x0},{ca}]", u, Path.GM_TO_UB, ns * rv * 4, Role.PARTIAL,
+                          gm=GmRef("mpart", ((i, i + 1), (0, ns), (x0, x1))), dst=d["ms"], deps=done)
+            ll = self.dma(f"ld_lpart[{i},{x0}]", u, Path.GM_TO_UB, ns * rv * 4, Role.PARTIAL,
+                          gm=GmRef("lpart", ((i, i + 1), (0, ns), (x0, x1))), dst=d["ls"], deps=done)
+            wl = self.prog(u, f"_mw[{i},{x0}]", MERGE_WEIGHTS, ns * rv, reads=(d["ms"], d["ls"]),
+                           writes=(d["w"], d["L"]), deps=(lm, ll), compute={"fn": "attn_merge_w", "parts": ns})
+            for c0 in range(ca, cb, pl.nc):
+                c1 = min(cb, c0 + pl.nc)
+                for s in range(ns):
+                    k = d["n"]["pv"] % 2
+                    d["n"]["pv"] += 1
+                    pin = d["pv"][k]
+                    lo = self.dma(f"ld_opart[{i},{s},{x0},{c0}]", u, Path.GM_TO_UB, rv * (c1 - c0) * 4, Role.PARTIAL,
+                                  gm=GmRef("opart", ((i, i + 1), (s, s + 1), (x0, x1), (c0, c1))), dst=pin, deps=done)
+                    reads = (pin, d["w"]) + (() if s == 0 else (d["acc"],))
+                    self.prog(u, f"_macc[{i},{s},{x0},{c0}]", MERGE_ACC, rv * (c1 - c0), reads=reads,
+                              writes=(d["acc"],), deps=(lo, wl),
+                              compute={"fn": "attn_merge_acc", "part": s, "first": s == 0})
+                k = d["n"]["out"] % 2
+                d["n"]["out"] += 1
+                out = d["out"][k]
+                reads = (d["acc"], d["L"]) + ((d["vs"],) if b.msd else ())
+                deps = [self.writer[d["acc"]]]
+                last = self.prog(u, f"_mfin[{i},{x0},{c0}]", finalize_steps(b.method), rv * (c1 - c0), reads=reads,
+                                 writes=(out,), deps=deps,
+                                 compute={"fn": "attn_finalize", "cols": (c0, c1), "acc_cols": True})
+                self.dma(f"st_o[{bb},{h},{r0 + x0},{c0}]", u, Path.UB_TO_GM, rv * (c1 - c0) * 2, Role.OUTPUT,
+                         gm=GmRef("o", ((bb, bb + 1), (h, h + 1), (r0 + x0, r0 + x1), (c0, c1))), src=out, deps=[last])
+
+
+def passes_bytes(b: _Builder, rv: int) -> int:
+    return b.p * rv * b.dk
