@@ -6,7 +6,8 @@ from npusim.config import load_config
 from npusim.errors import GraphError
 from npusim.kernels.gemm.quant import build_gemm
 from npusim.kernels.gemm.tiling import choose_gemm_tiling
-from npusim.report.compare import run_gemm_comparison, vector_side
+from npusim.report.attribution import vector_side
+from npusim.report.compare import run_gemm_comparison
 from npusim.report.run_report import run_json
 from npusim.sim.run import simulate
 

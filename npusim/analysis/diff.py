@@ -12,6 +12,7 @@ from typing import Any
 from npusim.analysis.flatten import flatten
 from npusim.analysis.summary import run_summary
 from npusim.analysis.tracefile import TraceRun
+from npusim.report.attribution import vector_side
 from npusim.report.metrics import TRAFFIC_KEYS, UNIT_KEYS
 
 
@@ -36,6 +37,18 @@ def _side(run: TraceRun) -> dict[str, Any]:
     return {"trace": run.path, "graph": run.graph, "hw": run.hw, "cycles": run.cycles, "ops": len(run.ops)}
 
 
+def stall_verdict(a: int, b: int) -> str:
+    """How the Vector-Cube stall changed: vanished (B at most 10 % of A), appeared (the reverse), shrank,
+    grew, or unchanged (within 10 %)."""
+    if a == b == 0 or (a and 0.9 <= b / a <= 1.1):
+        return "unchanged"
+    if b <= 0.1 * a:
+        return "vanished"
+    if a <= 0.1 * b:
+        return "appeared"
+    return "shrank" if b < a else "grew"
+
+
 def diff_runs(a: TraceRun, b: TraceRun) -> dict[str, Any]:
     sa, sb = run_summary(a), run_summary(b)
     units, causes = {}, {"critical_path": cause_changes(sa["critical_path"], sb["critical_path"])}
@@ -50,7 +63,10 @@ def diff_runs(a: TraceRun, b: TraceRun) -> dict[str, Any]:
     ta, tb = sa["traffic"], sb["traffic"]
     roles = {role: {k: _delta(va[k], tb["by_role"][role][k]) for k in TRAFFIC_KEYS}
              for role, va in ta["by_role"].items() if any(va.values()) or any(tb["by_role"][role].values())}
+    stall_a = vector_side(sa["units"]["cube"]["waiting_on"])
+    stall_b = vector_side(sb["units"]["cube"]["waiting_on"])
     return {
+        "vector_cube_stall": {**_delta(stall_a, stall_b), "verdict": stall_verdict(stall_a, stall_b)},
         "a": _side(a),
         "b": _side(b),
         "makespan": {**_delta(a.cycles, b.cycles), "ratio": b.cycles / a.cycles,

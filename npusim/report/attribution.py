@@ -26,6 +26,13 @@ from npusim.hw import costs
 from npusim.hw.records import OpRecord
 
 
+def vector_side(causes: dict[str, int]) -> int:
+    """Cycles of a cause map that belong to the vector side: AIV work (`aiv.*`) or a workspace transfer
+    (`*:workspace`), the hand-off that dequantization or MSD makes between the AIVs and the AIC. The
+    Cube's `waiting_on` vector side is the Vector-Cube stall."""
+    return sum(v for k, v in causes.items() if k.startswith("aiv.") or k.endswith(":workspace"))
+
+
 def cause_of(r: OpRecord) -> str:
     kind = "aic" if r.unit == "aic" else "aiv"
     key = f"{kind}.{r.pipe.lower()}"

@@ -1,8 +1,7 @@
 """Methods side by side: one run per method on the same shape, and workload totals over a layer's GEMMs.
 
-Definitions (docs/metrics.md): speedup = dequant cycles / method cycles; `vector_side` cycles of a cause
-map = the sum over keys naming AIV work (`aiv.*`) or a workspace transfer (`*:workspace`), the work
-dequantization or MSD hands between the AIVs and the AIC.
+Definitions (docs/metrics.md): speedup = dequant cycles / method cycles; vector-side cycles as in
+npusim.report.attribution.vector_side.
 """
 
 from __future__ import annotations
@@ -16,14 +15,11 @@ from rich.table import Table
 from npusim.config.schema import HardwareConfig
 from npusim.errors import NpusimError
 from npusim.kernels.gemm.quant import build_gemm
+from npusim.report.attribution import vector_side
 from npusim.report.run_report import run_json
 from npusim.sim.run import simulate
 from npusim.units import format_bytes
 from npusim.workloads.load import Workload
-
-
-def vector_side(causes: dict[str, int]) -> int:
-    return sum(v for k, v in causes.items() if k.startswith("aiv.") or k.endswith(":workspace"))
 
 
 def gemm_methods(cfg: HardwareConfig, weights: str, passes: int) -> list[dict[str, Any]]:

@@ -38,3 +38,24 @@ def test_diff_reports_config_and_traffic_changes(traces, cli):
         off.doc["units"]["mte2"]["busy_cycles"] - on.doc["units"]["mte2"]["busy_cycles"]
     text = cli("diff", on.path, off.path)
     assert text.exit_code == 0 and "makespan" in text.stdout and "l2.enabled" in text.stdout
+
+
+def test_diff_of_dequant_and_msd_names_the_vector_cube_stall_vanished(tmp_path):
+    """The same decode GEMM, dequant baseline vs MSD-2: the Cube's wait on vector-side work vanishes."""
+    from npusim.analysis.diff import diff_runs
+    from npusim.analysis.tracefile import open_trace
+    from npusim.config import load_config
+    from npusim.kernels.gemm.quant import build_gemm
+    from npusim.sim.run import simulate
+    from npusim.trace.chrome import save_trace
+    cfg = load_config("910b")
+    paths = []
+    for method in ("dequant", "msd"):
+        g = build_gemm(cfg, 16, 4096, 4096, method=method, weights="int8")
+        res = simulate(g, cfg, numerics=False)
+        p = tmp_path / f"{method}.json"
+        save_trace(p, cfg, g, res.records.ops, res.cycles, 0, res.records.writebacks)
+        paths.append(p)
+    doc = diff_runs(open_trace(paths[0]), open_trace(paths[1]))
+    assert doc["vector_cube_stall"]["verdict"] == "vanished", doc["vector_cube_stall"]
+    assert doc["makespan"]["b"] < doc["makespan"]["a"]
