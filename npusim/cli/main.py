@@ -13,6 +13,7 @@ from rich.table import Table
 
 from npusim.cli import common
 from npusim.cli.accuracy import accuracy
+from npusim.cli.attention_cmds import compare_attention, run_attention
 from npusim.cli.sweep_cmd import sweep_cmd
 from npusim.cli.trace_cmds import diff_cmd, inspect_cmd, plot_cmd
 from npusim.config import load_config, preset_paths
@@ -143,6 +144,8 @@ def compare_gemm(
         render_comparison(docs, Console(), f"GEMM {m}x{k}x{n} on {cfg.meta.name}")
 
 
+run_app.command("attention")(run_attention)
+compare_app.command("attention")(compare_attention)
 app.command("accuracy", help="Effective bits, error bounds and GEMM accuracy of the number formats "
                              "(DESIGN.md section 5, rows 1-5 and 9).")(common.user_errors(accuracy))
 app.command("inspect")(inspect_cmd)
