@@ -45,11 +45,12 @@ class KernelGraph:
             deps: Iterable[int] = (), slot_deps: Iterable[int] = (),
             compute: dict[str, Any] | None = None) -> int:
         """A transfer on `path`; `src`/`dst` are slot names on the on-chip side(s)."""
-        spec = PATHS[Path(path)]
+        path = path if isinstance(path, Path) else Path(path)
+        role = role if isinstance(role, Role) else Role(role)
         return self.add(Op(
-            name=name, unit=unit, pipe=spec.pipe, kind=OpKind.DMA, deps=_ids(deps),
+            name=name, unit=unit, pipe=PATHS[path].pipe, kind=OpKind.DMA, deps=_ids(deps),
             slot_deps=_ids(slot_deps), reads=(src,) if src else (), writes=(dst,) if dst else (),
-            path=Path(path), nbytes=int(nbytes), role=Role(role), gm=gm, compute=compute))
+            path=path, nbytes=int(nbytes), role=role, gm=gm, compute=compute))
 
     def mmad(self, name: str, unit: Unit, m: int, k: int, n: int, dtype: str, *,
              reads: Iterable[str], writes: Iterable[str], deps: Iterable[int] = (),
@@ -78,5 +79,9 @@ class KernelGraph:
 
 
 def _ids(values: Iterable[int]) -> tuple[int, ...]:
-    # Duplicate edges are harmless but would be waited on twice; keep the first of each.
-    return tuple(dict.fromkeys(int(v) for v in values if v is not None))
+    # Duplicate edges are harmless but would be waited on twice; keep the first of each. Builders call
+    # this for every op, so the common cases (no edge, one edge, distinct edges) take no dict.
+    if not values:
+        return ()
+    t = tuple(values)
+    return t if len(t) == 1 or len(set(t)) == len(t) else tuple(dict.fromkeys(t))

@@ -46,6 +46,10 @@ def validate_graph(graph: KernelGraph, cfg: HardwareConfig) -> None:
     if n_ops == 0:
         raise GraphError(f"graph {graph.name!r} has no ops")
 
+    # Ops of a big graph repeat a handful of shapes; check each shape once (the problems of a bad
+    # one are reported with the first op that has it).
+    valid_shapes: set = set()
+    slots = graph.slots
     for i, op in enumerate(graph.ops):
         where = f"op {i} {op.name!r}"
         for d in (*op.deps, *op.slot_deps):
@@ -53,51 +57,23 @@ def validate_graph(graph: KernelGraph, cfg: HardwareConfig) -> None:
                 problems.append(f"{where}: depends on op {d}, which does not exist (graph has {n_ops} ops)")
             elif d == i:
                 problems.append(f"{where}: depends on itself")
-        u = op.unit
-        if not 0 <= u.core < cfg.chip.cores:
-            problems.append(f"{where}: core {u.core} does not exist on {cfg.meta.name} ({cfg.chip.cores} cores)")
-        if u.kind is UnitKind.AIV and not 0 <= u.aiv_index < cfg.chip.aiv_per_core:
-            problems.append(f"{where}: unit {u.name} does not exist ({cfg.chip.aiv_per_core} AIV per core)")
-        if op.pipe not in PIPES_OF[u.kind]:
-            problems.append(f"{where}: pipe {op.pipe} is not a pipe of an {u.kind.value.upper()} "
-                            f"(it has {', '.join(PIPES_OF[u.kind])})")
-        if op.kind is OpKind.DMA:
-            if op.path is None:
-                problems.append(f"{where}: a DMA needs a path")
-                continue
-            spec = PATHS[op.path]
-            if getattr(cfg.dma, op.path.value) is None:
-                problems.append(f"{where}: path {op.path.value} does not exist on preset {cfg.meta.name} "
-                                f"(add it with --set dma.{op.path.value}=\"{{rate_bytes_per_cycle = ..., start_cycles = ...}}\")")
-            if spec.unit is not u.kind or spec.pipe is not op.pipe:
-                problems.append(f"{where}: path {op.path.value} is driven by the {spec.unit.value.upper()} "
-                                f"{spec.pipe}, not {u.kind.value.upper()} {op.pipe}")
-            if op.nbytes <= 0:
-                problems.append(f"{where}: moves {op.nbytes} bytes (must be > 0)")
-            if (spec.src == "gm" or spec.dst == "gm") and op.gm is None:
-                problems.append(f"{where}: a {op.path.value} transfer must name its GM tensor region")
-            if op.gm is not None and op.gm.tensor not in graph.tensors:
-                problems.append(f"{where}: GM tensor {op.gm.tensor!r} is not declared")
-        elif op.kind is OpKind.MMAD:
-            if not cube_supports(cfg, op.dtype):
-                problems.append(f"{where}: the Cube of {cfg.meta.name} has no {op.dtype} mode "
-                                f"(it takes {', '.join(cfg.cube.k0)})")
-            if min(op.m, op.k, op.n) <= 0:
-                problems.append(f"{where}: mmad shape {op.m}x{op.k}x{op.n} must be positive")
-        elif op.kind is OpKind.VEC:
-            if op.vop not in cfg.vector.cycles_per_repeat:
-                problems.append(f"{where}: vector op {op.vop!r} has no cost in the config "
-                                f"(known: {', '.join(cfg.vector.cycles_per_repeat)})")
-            if op.elements <= 0:
-                problems.append(f"{where}: vector op on {op.elements} elements (must be > 0)")
+        shape = (op.unit, op.pipe, op.kind, op.path, op.dtype, op.vop, op.nbytes > 0,
+                 min(op.m, op.k, op.n) > 0, op.elements > 0, op.gm.tensor if op.gm else None)
+        if shape not in valid_shapes:
+            found = _op_problems(where, op, graph, cfg)
+            if found:
+                problems += found
+            else:
+                valid_shapes.add(shape)
+        core = op.unit.core
         for name in (*op.reads, *op.writes):
-            slot = graph.slots.get(name)
+            slot = slots.get(name)
             if slot is None:
                 problems.append(f"{where}: uses slot {name!r}, which is not declared")
-            elif slot.unit.core != u.core:
-                problems.append(f"{where}: uses slot {name!r} of core {slot.unit.core} from core {u.core}")
-        if op.kind is OpKind.DMA and op.writes:
-            slot = graph.slots.get(op.writes[0])
+            elif slot.unit.core != core:
+                problems.append(f"{where}: uses slot {name!r} of core {slot.unit.core} from core {core}")
+        if op.writes and op.kind is OpKind.DMA:
+            slot = slots.get(op.writes[0])
             if slot is not None and op.nbytes > slot.nbytes:
                 problems.append(f"{where}: writes {op.nbytes} B into slot {slot.name!r} of {slot.nbytes} B")
         if len(problems) > _MAX_LISTED:
@@ -112,6 +88,48 @@ def validate_graph(graph: KernelGraph, cfg: HardwareConfig) -> None:
         shown = problems[:_MAX_LISTED]
         more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
         raise GraphError(f"graph {graph.name!r} cannot run on {cfg.meta.name}:\n  " + "\n  ".join(shown) + more)
+
+
+def _op_problems(where: str, op, graph: KernelGraph, cfg: HardwareConfig) -> list[str]:
+    """What is wrong with one op's unit, pipe, path, dtype and sizes on this hardware."""
+    problems = []
+    u = op.unit
+    if not 0 <= u.core < cfg.chip.cores:
+        problems.append(f"{where}: core {u.core} does not exist on {cfg.meta.name} ({cfg.chip.cores} cores)")
+    if u.kind is UnitKind.AIV and not 0 <= u.aiv_index < cfg.chip.aiv_per_core:
+        problems.append(f"{where}: unit {u.name} does not exist ({cfg.chip.aiv_per_core} AIV per core)")
+    if op.pipe not in PIPES_OF[u.kind]:
+        problems.append(f"{where}: pipe {op.pipe} is not a pipe of an {u.kind.value.upper()} "
+                        f"(it has {', '.join(PIPES_OF[u.kind])})")
+    if op.kind is OpKind.DMA:
+        if op.path is None:
+            return problems + [f"{where}: a DMA needs a path"]
+        spec = PATHS[op.path]
+        if getattr(cfg.dma, op.path.value) is None:
+            problems.append(f"{where}: path {op.path.value} does not exist on preset {cfg.meta.name} "
+                            f"(add it with --set dma.{op.path.value}=\"{{rate_bytes_per_cycle = ..., start_cycles = ...}}\")")
+        if spec.unit is not u.kind or spec.pipe is not op.pipe:
+            problems.append(f"{where}: path {op.path.value} is driven by the {spec.unit.value.upper()} "
+                            f"{spec.pipe}, not {u.kind.value.upper()} {op.pipe}")
+        if op.nbytes <= 0:
+            problems.append(f"{where}: moves {op.nbytes} bytes (must be > 0)")
+        if (spec.src == "gm" or spec.dst == "gm") and op.gm is None:
+            problems.append(f"{where}: a {op.path.value} transfer must name its GM tensor region")
+        if op.gm is not None and op.gm.tensor not in graph.tensors:
+            problems.append(f"{where}: GM tensor {op.gm.tensor!r} is not declared")
+    elif op.kind is OpKind.MMAD:
+        if not cube_supports(cfg, op.dtype):
+            problems.append(f"{where}: the Cube of {cfg.meta.name} has no {op.dtype} mode "
+                            f"(it takes {', '.join(cfg.cube.k0)})")
+        if min(op.m, op.k, op.n) <= 0:
+            problems.append(f"{where}: mmad shape {op.m}x{op.k}x{op.n} must be positive")
+    elif op.kind is OpKind.VEC:
+        if op.vop not in cfg.vector.cycles_per_repeat:
+            problems.append(f"{where}: vector op {op.vop!r} has no cost in the config "
+                            f"(known: {', '.join(cfg.vector.cycles_per_repeat)})")
+        if op.elements <= 0:
+            problems.append(f"{where}: vector op on {op.elements} elements (must be > 0)")
+    return problems
 
 
 def _check_capacities(graph: KernelGraph, cfg: HardwareConfig) -> list[str]:

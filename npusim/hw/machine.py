@@ -43,6 +43,7 @@ class Machine:
         self.end: list[int | None] = [None] * n
         self._waiters: dict[int, simpy.Event] = {}
         self._blocked: dict[tuple, tuple[int, int]] = {}  # pipe -> (op waiting, dep it waits on)
+        self._durations: dict[tuple, int | None] = {}
 
     # ---- public -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -68,19 +69,25 @@ class Machine:
         loop does only the dynamic work."""
         ops, cfg = self.graph.ops, self.cfg
         intra, cross = cfg.sync.intra_core_flag_cycles, cfg.sync.cross_core_flag_cycles
+        durations = self._durations  # ops repeat a few shapes: one cost evaluation per shape
         plan = []
         for i in op_ids:
             op = ops[i]
             unit, pipe = op.unit, op.pipe
+            edges = []
             # costs.flag_cycles, inlined: this loop runs once per edge of the graph
-            edges = tuple((d, (0 if ops[d].pipe is pipe else intra) if ops[d].unit == unit else cross, slot)
-                          for slot, deps in ((False, op.deps), (True, op.slot_deps)) for d in deps)
-            static = self._static_duration(op)
+            for slot, deps in ((False, op.deps), (True, op.slot_deps)):
+                for d in deps:
+                    dep = ops[d]
+                    same_unit = dep.unit is unit or dep.unit == unit
+                    edges.append((d, (0 if dep.pipe is pipe else intra) if same_unit else cross, slot))
+            shape = (op.kind, op.path, op.nbytes, op.m, op.k, op.n, op.dtype, op.vop, op.elements)
+            static = durations.get(shape, -1)
+            if static == -1:
+                static = durations[shape] = self._static_duration(op)
             # str enums are strs: records carry the members themselves (no .value lookups per op)
-            head = (op.name, op.unit.core, op.unit.name, op.pipe, op.kind)
-            tail = (op.path or "", op.nbytes, op.role or "")
-            tail2 = (op.macs, op.dtype or "", op.vop or "", op.elements)
-            plan.append((i, op, edges, static, head, tail, tail2))
+            plan.append((i, op, edges, static, (op.name, unit.core, unit.name, pipe, op.kind),
+                         (op.path or "", op.nbytes, op.role or ""), (op.macs, op.dtype or "", op.vop or "", op.elements)))
         return plan
 
     def _pipe(self, key, op_ids: list[int]):

@@ -96,11 +96,16 @@ def _build_dequant(cfg, m, k, n, cores, weights, group_k, tiling=None) -> Kernel
     # (fp32, per channel: n0 <= 512 of them; per group: up to 8 groups of 128 per chunk)
     scale_room = 2 * 4 * 512 * (8 if group_k else 1)
     ub_cap = (cfg.buffers.ub_bytes - scale_room) // (2 * DEQUANT_UB_BYTES_PER_ELEMENT)
+    # Decode: X (M x K bf16) stays whole in L1, loaded once per row tile, when it fits in half of L1.
+    m16 = ceil(m / 16) * 16
+    resident = m16 * k * 2 <= cfg.buffers.l1_bytes // 2
     t = tiling or choose_gemm_tiling(cfg, m, k, n, cores, max_b_chunk_elements=ub_cap,
-                                     k1_multiple=group_k or 1, partition="columns")
+                                     k1_multiple=group_k or 1, partition="columns",
+                                     a_resident_bytes=m16 * k * 2 if resident else 0)
     g = KernelGraph(name=f"gemm_dequant_{weights}_{m}x{k}x{n}")
     g.meta = {"kernel": "gemm", "method": "dequant", "weights": weights, "m": m, "k": k, "n": n, "cores": cores,
-              "handoff": "ub_to_l1" if direct else "gm_workspace", "tiling": tiling_meta(t)}
+              "handoff": "ub_to_l1" if direct else "gm_workspace", "a_resident_in_l1": resident,
+              "tiling": tiling_meta(t)}
     g.tensor("x", (m, k), "bf16", Role.ACTIVATION, {"kind": "normal", "std": 1.0})
     _weight_tensors(g, k, n, group_k)
     g.tensor("y", (m, n), "bf16", Role.OUTPUT)
@@ -112,10 +117,11 @@ def _build_dequant(cfg, m, k, n, cores, weights, group_k, tiling=None) -> Kernel
     k1_chunks = k_chunks(k, t.k1, t.k0, group_k or 1)
     for core, tiles in enumerate(assign_tiles(m, n, t, cores, "columns")):
         aic = Unit(core, "aic")
-        loop = CubeLoop(g, aic, t, a_rows=t.m0, a_dtype="bf16", b_dtype="bf16")
+        loop = CubeLoop(g, aic, t, a_rows=t.m0, a_dtype="bf16", b_dtype="bf16", a_resident_k=k if resident else None)
         aivs = [_DequantAiv(g, Unit(core, f"aiv{i}"), t, group_k) for i in range(min(2, cfg.chip.aiv_per_core))]
         produced: dict[tuple, int] = {}  # (ka, c0) -> op that wrote the dequantized chunk to the workspace
         chunk_no = 0
+        x_rows, la = None, -1
         for (r0, r1), (c0, c1) in tiles:
             mt, nt = r1 - r0, c1 - c0
             acc = loop.next_acc()
@@ -123,8 +129,13 @@ def _build_dequant(cfg, m, k, n, cores, weights, group_k, tiling=None) -> Kernel
             for j, (ka, kb) in enumerate(k1_chunks):
                 kt = kb - ka
                 sa, sb = loop.next_l1()
-                la = loop.load_l1(f"ld_x[{r0}:{r1},{ka}:{kb}]", sa, GmRef("x", ((r0, r1), (ka, kb))),
-                                  mt * kt * 2, Role.ACTIVATION, COPY)
+                if not resident:
+                    la = loop.load_l1(f"ld_x[{r0}:{r1},{ka}:{kb}]", sa, GmRef("x", ((r0, r1), (ka, kb))),
+                                      mt * kt * 2, Role.ACTIVATION, COPY)
+                elif x_rows != (r0, r1):
+                    la = loop.load_l1(f"ld_x[{r0}:{r1},:]", sa, GmRef("x", ((r0, r1), (0, k))), mt * k * 2,
+                                      Role.ACTIVATION, COPY)
+                    x_rows = (r0, r1)
                 tag = f"[{ka}:{kb},{c0}:{c1}]"
                 if direct:
                     aiv = aivs[chunk_no % len(aivs)]
@@ -148,7 +159,8 @@ def _build_dequant(cfg, m, k, n, cores, weights, group_k, tiling=None) -> Kernel
                                gm=GmRef("w_deq", ((ka, kb), (c0, c1))), dst=sb, deps=[produced[(ka, c0)]],
                                slot_deps=loop.readers[sb], compute=COPY)
                     loop.readers[sb] = []
-                mm = loop.chunk(f"[{r0},{c0},{ka}]", sa, la, sb, lb, mt, kt, nt, acc, j == 0, "bf16")
+                mm = loop.chunk(f"[{r0},{c0},{ka}]", sa, la, sb, lb, mt, kt, nt, acc, j == 0, "bf16",
+                                a_col0=ka if resident else 0)
             fix = g.dma(f"st_y[{r0}:{r1},{c0}:{c1}]", aic, Path.L0C_TO_GM, mt * nt * 2, Role.OUTPUT,
                         gm=GmRef("y", ((r0, r1), (c0, c1))), src=acc, deps=[mm], compute=TO_BF16)
             loop.readers[acc] = [fix]
@@ -170,6 +182,7 @@ class _DequantAiv:
         self.readers: dict[str, list[int]] = {s: [] for s in (*self.q, *self.s, *self.tmp, *self.out)}
         self._n = 0
         self.out_slot = self.out[0]
+        self._scales: tuple | None = None  # (slot, region, load op) of the per-channel scales in UB
 
     def dequant(self, tag: str, ka: int, kb: int, c0: int, c1: int, steps) -> int:
         """Load codes and scales, run the program; returns the op that leaves bf16 in `self.out_slot`."""
@@ -180,9 +193,14 @@ class _DequantAiv:
         lq = g.dma(f"ld_wq{tag}", u, Path.GM_TO_UB, kt * nt, Role.WEIGHT, gm=GmRef("wq", ((ka, kb), (c0, c1))),
                    dst=q, slot_deps=self.readers[q], compute=COPY)
         region = ((c0, c1),) if self.group_k is None else ((ka // self.group_k, ceil(kb / self.group_k)), (c0, c1))
-        scale_bytes = 4 * nt * (1 if self.group_k is None else region[0][1] - region[0][0])
-        ls = g.dma(f"ld_ws{tag}", u, Path.GM_TO_UB, scale_bytes, Role.WEIGHT_SCALE, gm=GmRef("ws", region),
-                   dst=sc, slot_deps=self.readers[sc], compute=COPY)
+        if self.group_k is None and self._scales is not None and self._scales[1] == region:
+            sc, _, ls = self._scales  # per-channel scales of this column tile are already in UB
+        else:
+            scale_bytes = 4 * nt * (1 if self.group_k is None else region[0][1] - region[0][0])
+            ls = g.dma(f"ld_ws{tag}", u, Path.GM_TO_UB, scale_bytes, Role.WEIGHT_SCALE, gm=GmRef("ws", region),
+                       dst=sc, slot_deps=self.readers[sc], compute=COPY)
+            self.readers[sc] = []
+            self._scales = (sc, region, ls)
         # The first step reads codes and scales and does the numerics into the fp32 temporary; the last
         # narrows into the bf16 out slot, once the previous chunk in that slot has been handed off.
         ids = emit_program(
@@ -190,7 +208,8 @@ class _DequantAiv:
             first=dict(reads=(q, sc), writes=(tmp,), deps=(lq, ls), slot_deps=self.readers[tmp],
                        compute={"fn": "dequant_int", "group_k": self.group_k}),
             last=dict(reads=(tmp,), writes=(out,), slot_deps=self.readers[out], compute=COPY))
-        self.readers[q], self.readers[sc] = [ids[0]], [ids[0]]
+        self.readers[q] = [ids[0]]
+        self.readers[sc].append(ids[0])
         self.readers[tmp], self.readers[out] = [ids[-1]], []
         self.out_slot = out
         return ids[-1]

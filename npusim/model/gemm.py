@@ -1,0 +1,421 @@
+"""Closed-form models of the GEMM schedules (native bf16, dequant int8, MSD-p int8): cycles and GM traffic.
+
+Every size comes from the code the schedule builders call: the tiling (choose_gemm_tiling with the same
+arguments as npusim.kernels.gemm.native / quant), the tile assignment (assign_tiles), the K chunks
+(k_chunks), the vector programs (npusim.kernels.gemm.programs) and every op cost (npusim.hw.costs). What is
+modelled here, and not taken from the builders, is the time: per pipe, the busy cycles of the core with
+the most work, composed by the pipeline formula of npusim.model.base.pipeline (docs/formulas.md).
+
+Traffic is counted, not estimated: for every core and every tile the bytes the schedule moves, by role.
+"""
+
+from __future__ import annotations
+
+from math import ceil
+
+from npusim.config.schema import HardwareConfig
+from npusim.graph.ops import Path, Role, Unit
+from npusim.hw import costs
+from npusim.kernels.gemm import quant
+from npusim.kernels.gemm.native import check_shape
+from npusim.kernels.gemm.programs import (DEQUANT, MSD_ABSMAX, msd_decompose_steps, msd_recombine_steps,
+                                          program_cycles)
+from npusim.kernels.gemm.tiling import assign_tiles, choose_gemm_tiling, k_chunks, split
+from npusim.model.base import Gm, ModelResult, PipeTime, Stage, Traffic, finish, pipeline, register, set_round
+
+R = Role
+
+
+def _ksteps(kt: int, k0: int, fn) -> tuple[int, int]:
+    """(total, count) of fn(q) over the L0 steps of one chunk: split(kt, k0)."""
+    full, rem = divmod(kt, k0)
+    total = full * fn(k0) + (fn(rem) if rem else 0)
+    return total, full + (1 if rem else 0)
+
+
+class _Aic:
+    """The AIC's pipes of one core, and the K loop of CubeLoop.chunk priced with costs.*."""
+
+    def __init__(self, cfg: HardwareConfig, k0: int, a_bytes: float, b_bytes: float, dtype: str, l0c_slots: int):
+        self.cfg, self.k0, self.ab, self.bb, self.dtype = cfg, k0, a_bytes, b_bytes, dtype
+        self.mte2, self.mte1, self.cube, self.fixp = (Stage("aic.mte2"), Stage("aic.mte1"), Stage("aic.cube"),
+                                                      Stage("aic.fixp"))
+        self.hbm = Stage("hbm")
+        self.l0c_slots = l0c_slots
+
+    def chunk(self, rows: int, kt: int, nt: int) -> int:
+        cfg = self.cfg
+        mte1, _ = _ksteps(kt, self.k0, lambda q: (
+            costs.dma_cycles_uncontended(cfg, Path.L1_TO_L0A, ceil(rows * q * self.ab))
+            + costs.dma_cycles_uncontended(cfg, Path.L1_TO_L0B, ceil(q * nt * self.bb))))
+        cube, _ = _ksteps(kt, self.k0, lambda q: costs.mmad_cycles(cfg, rows, q, nt, self.dtype))
+        self.mte1.add(mte1)
+        self.cube.add(cube)
+        return mte1
+
+    def drain(self, cycles: int) -> None:
+        """FixPipe of one tile; with one L0C slot the Cube waits for it before the next tile."""
+        self.fixp.add(cycles)
+        if self.l0c_slots == 1:
+            self.cube.busy += cycles
+            self.cube.rounds[self.cube.cur] += cycles
+
+    def stages(self) -> list[Stage]:
+        return [self.mte2, self.mte1, self.cube, self.fixp, self.hbm]
+
+    def chain(self) -> tuple[list[list[Stage]], list[int]]:
+        f = self.cfg.sync.intra_core_flag_cycles
+        return [[self.mte2, self.hbm], [self.mte1], [self.cube], [self.fixp]], [f, f, f]
+
+
+def _aiv_stages(n: int) -> list[dict[str, Stage]]:
+    return [{p: Stage(f"aiv{i}.{p}") for p in ("mte2", "vector", "mte3")} for i in range(n)]
+
+
+def _aiv_chain(cfg, aivs: list[dict[str, Stage]], hbm: Stage | None = None):
+    f = cfg.sync.intra_core_flag_cycles
+    first = [a["mte2"] for a in aivs] + ([hbm] if hbm is not None else [])
+    return [first, [a["vector"] for a in aivs], [a["mte3"] for a in aivs]], [f, f]
+
+
+def _hbm_shared(stages: list[Stage], bw: float) -> None:
+    """Each core's HBM stage holds its HBM bytes; HBM is shared by the chip, so every core's HBM term is
+    the chip's HBM bytes / bandwidth (the cores stream concurrently)."""
+    total = sum(s.busy for s in stages)
+    per_round: dict = {}
+    for s in stages:
+        for r, v in s.rounds.items():
+            per_round[r] = per_round.get(r, 0) + v
+    for s in stages:
+        s.busy = total / bw
+        s.rounds = {r: v / bw for r, v in per_round.items()}
+        s.first = s.last = 0
+        s.items = 1 if total else 0
+
+
+def _timed(results, cfg) -> list[tuple[PipeTime, int, int]]:
+    _hbm_shared([r[1] for r in results], cfg.hbm_bytes_per_cycle)
+    return [(pipeline(*chain), tiles, items) for chain, _, tiles, items in results]
+
+
+def _slowest(per_core: list[tuple[PipeTime, int, int]]) -> tuple[PipeTime, int, int, int]:
+    core = max(range(len(per_core)), key=lambda c: per_core[c][0].cycles)
+    return (*per_core[core], core)
+
+
+# ---- native bf16 -----------------------------------------------------------------------------------
+
+@register("gemm", "native")
+def model_native(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None = None, **_) -> ModelResult:
+    cores = check_shape(cfg, m, k, n, cores)
+    t = choose_gemm_tiling(cfg, m, k, n, cores)
+    tiles = [(r, c) for r in split(m, t.m0) for c in split(n, t.n0)]
+    per_core = [tiles[c::cores] for c in range(min(cores, len(tiles)))]
+    chunks = k_chunks(k, t.k1, t.k0)
+    gm = Gm(cfg)
+    l2 = cfg.l2.enabled
+    # Round-robin row-major: a W tile is re-read one whole pass over W later; it hits if W fits in L2.
+    w_reuse = l2 and k * n * 2 <= cfg.l2.capacity_bytes
+    tr = Traffic()
+    x_seen: set = set()
+    results = []
+    # W misses per round (the i-th tile of every core): they share HBM
+    streams = [sum(1 for ct in per_core if i < len(ct) and not (w_reuse and ct[i][0][0] > 0))
+               for i in range(max(len(ct) for ct in per_core))]
+    for ct in per_core:
+        aic = _Aic(cfg, t.k0, 2, 2, "bf16", t.l0c_slots)
+        for i, ((r0, r1), (c0, c1)) in enumerate(ct):
+            set_round(aic.stages(), i)
+            mt, nt = r1 - r0, c1 - c0
+            w_hit = w_reuse and r0 > 0
+            for ka, kb in chunks:
+                kt = kb - ka
+                x_hit = l2 and (r0, ka) in x_seen
+                x_seen.add((r0, ka))
+                tr.rd(R.ACTIVATION, mt * kt * 2, x_hit)
+                tr.rd(R.WEIGHT, kt * nt * 2, w_hit)
+                if w_hit:
+                    aic.mte2.add(gm.read(Path.GM_TO_L1, mt * kt * 2, True) + gm.read(Path.GM_TO_L1, kt * nt * 2, True))
+                else:
+                    aic.mte2.add(gm.read(Path.GM_TO_L1, mt * kt * 2, True))
+                    aic.mte2.add_miss(gm.miss(Path.GM_TO_L1, kt * nt * 2, streams[i]))
+                if not w_hit:
+                    aic.hbm.add(kt * nt * 2)
+                if not l2:
+                    aic.hbm.add(mt * kt * 2)
+                aic.chunk(mt, kt, nt)
+            tr.wr(R.OUTPUT, mt * nt * 2)
+            aic.drain(gm.write(Path.L0C_TO_GM, mt * nt * 2))
+            if not l2:
+                aic.hbm.add(mt * nt * 2)
+        results.append((aic.chain(), aic.hbm, len(ct), len(ct) * len(chunks)))
+    pt, ntiles, items, core = _slowest(_timed(results, cfg))
+    return finish("gemm", "native", cfg, {"m": m, "k": k, "n": n}, [("gemm", pt)], tr,
+                  tiles=ntiles, items=items, core=core)
+
+
+# ---- dequant -----------------------------------------------------------------------------------------
+
+@register("gemm", "dequant")
+def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None = None,
+                  weights: str = "int8", **_) -> ModelResult:
+    quant.check_method(cfg, "dequant", weights, 2)
+    cores = check_shape(cfg, m, k, n, cores)
+    group_k = quant.GROUP_K if weights == "int8-g128" else None
+    direct = cfg.dma.ub_to_l1 is not None
+    ub_cap = cfg.buffers.ub_bytes // (2 * quant.DEQUANT_UB_BYTES_PER_ELEMENT)
+    t = choose_gemm_tiling(cfg, m, k, n, cores, max_b_chunk_elements=ub_cap, k1_multiple=group_k or 1,
+                           partition="columns")
+    steps = DEQUANT[weights]
+    chunks = k_chunks(k, t.k1, t.k0, group_k or 1)
+    per_core = assign_tiles(m, n, t, cores, "columns")
+    gm = Gm(cfg)
+    l2 = cfg.l2.enabled
+    n_aiv = min(2, cfg.chip.aiv_per_core)
+    cross, intra = cfg.sync.cross_core_flag_cycles, cfg.sync.intra_core_flag_cycles
+    tr = Traffic()
+    x_seen: set = set()
+    results = []
+    for ct in per_core:
+        aic = _Aic(cfg, t.k0, 2, 2, "bf16", t.l0c_slots)
+        aivs = _aiv_stages(n_aiv)
+        slot_loop = Stage("flag:l1_slot_loop")
+        produced: set = set()
+        ws_seen: set = set()
+        wq_seen: set = set()
+        chunk_no = 0
+        for i, ((r0, r1), (c0, c1)) in enumerate(ct):
+            set_round(aic.stages() + [st for a in aivs for st in a.values()] + [slot_loop], i)
+            mt, nt = r1 - r0, c1 - c0
+            for ka, kb in chunks:
+                kt = kb - ka
+                x_hit = l2 and (r0, ka) in x_seen
+                x_seen.add((r0, ka))
+                tr.rd(R.ACTIVATION, mt * kt * 2, x_hit)
+                mte2 = gm.read(Path.GM_TO_L1, mt * kt * 2, True)
+                if not l2:
+                    aic.hbm.add(mt * kt * 2)
+                if direct or (ka, c0) not in produced:
+                    a = aivs[chunk_no % n_aiv]
+                    chunk_no += 1
+                    q_hit = l2 and (ka, c0) in wq_seen
+                    wq_seen.add((ka, c0))
+                    s_rows = 1 if group_k is None else ceil(kb / group_k) - ka // group_k
+                    s_key = (c0,) if group_k is None else (ka // group_k, c0)
+                    s_hit = l2 and s_key in ws_seen
+                    ws_seen.add(s_key)
+                    tr.rd(R.WEIGHT, kt * nt, q_hit)
+                    tr.rd(R.WEIGHT_SCALE, 4 * nt * s_rows, s_hit)
+                    for nb, hit in ((kt * nt, q_hit), (4 * nt * s_rows, s_hit)):
+                        if hit:
+                            a["mte2"].add(gm.read(Path.GM_TO_UB, nb, True))
+                        else:
+                            a["mte2"].add_miss(gm.miss(Path.GM_TO_UB, nb, n_aiv * len(per_core)))
+                    aic.hbm.add(((0 if q_hit else kt * nt) + (0 if s_hit else 4 * nt * s_rows)))
+                    a["vector"].add(program_cycles(cfg, steps, kt * nt))
+                    if direct:
+                        handoff = gm.on_chip(Path.UB_TO_L1, kt * nt * 2)
+                        a["mte3"].add(handoff)
+                    else:
+                        produced.add((ka, c0))
+                        tr.wr(R.WORKSPACE, kt * nt * 2)
+                        a["mte3"].add(gm.write(Path.UB_TO_GM, kt * nt * 2))
+                        if not l2:
+                            aic.hbm.add(kt * nt * 2)
+                if not direct:
+                    tr.rd(R.WORKSPACE, kt * nt * 2, True)
+                    mte2 += gm.read(Path.GM_TO_L1, kt * nt * 2, True)
+                    if not l2:
+                        aic.hbm.add(kt * nt * 2)
+                aic.mte2.add(mte2)
+                mte1 = aic.chunk(mt, kt, nt)
+                if direct:
+                    # an L1 B slot goes round AIV -> AIC -> AIV: UB->L1 write, cross-core flag, MTE1 reads
+                    # it, cross-core flag back before the next UB->L1 write into it (CubeLoop: 2 slots)
+                    slot_loop.add((handoff + 2 * cross + mte1) / 2)
+            tr.wr(R.OUTPUT, mt * nt * 2)
+            aic.drain(gm.write(Path.L0C_TO_GM, mt * nt * 2))
+            if not l2:
+                aic.hbm.add(mt * nt * 2)
+        # chain: AIV load -> dequant -> hand-off -> (cross flag) -> AIC load -> MTE1 -> Cube -> FixPipe
+        v_chain, v_links = _aiv_chain(cfg, aivs, aic.hbm)
+        if direct:
+            # UB->L1 replaces the AIC's weight load: the AIC's MTE2 only carries X, beside the hand-off
+            c_pos = [[aic.mte2], [aic.mte1], [aic.cube], [aic.fixp]]
+            chain = v_chain[:2] + [v_chain[2] + [aic.mte2, slot_loop]] + c_pos[1:]
+            links = v_links + [cross, intra, intra]
+        else:
+            a_chain, a_links = aic.chain()
+            a_chain[0] = [aic.mte2]
+            chain = v_chain + a_chain
+            links = v_links + [cross] + a_links
+        results.append(((chain, links), aic.hbm, len(ct), len(ct) * len(chunks)))
+    pt, ntiles, items, core = _slowest(_timed(results, cfg))
+    return finish("gemm", "dequant", cfg, {"m": m, "k": k, "n": n}, [("gemm", pt)], tr,
+                  tiles=ntiles, items=items, core=core,
+                  notes=[f"handoff {'ub_to_l1' if direct else 'gm_workspace'}"])
+
+
+# ---- MSD ---------------------------------------------------------------------------------------------
+
+@register("gemm", "msd")
+def model_msd(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None = None, passes: int = 2,
+              **_) -> ModelResult:
+    quant.check_method(cfg, "msd", "int8", passes)
+    cores = check_shape(cfg, m, k, n, cores)
+    p = passes
+    direct_out = cfg.dma.l0c_to_ub is not None
+    m16 = ceil(m / 16) * 16
+    resident = p * m16 * k <= cfg.buffers.l1_bytes // 2
+    t = choose_gemm_tiling(cfg, m, k, n, cores, a_dtype="int8", b_dtype="int8", out_dtype="int32",
+                           a_row_factor=p, partition="columns", a_resident_bytes=p * m16 * k if resident else 0)
+    # the same piece / recombination sizes as quant._build_msd
+    half_ub = cfg.buffers.ub_bytes // 2
+    piece = t.k1
+    while piece > 16 and 2 * t.m0 * piece * quant._msd_ub_per_element(p) + 8 * t.m0 * ceil(k / piece) > half_ub:
+        piece //= 2
+    pieces = split(k, piece)
+    npc = len(pieces)
+    rc = max(1, ceil(min(t.m0, m) / 2))
+    while rc > 1 and 2 * p * rc * t.n0 * quant._msd_recombine_ub_per_element() > half_ub:
+        rc = max(1, rc // 2)
+    l2 = cfg.l2.enabled
+    n_aiv = min(2, cfg.chip.aiv_per_core)
+    cross, intra = cfg.sync.cross_core_flag_cycles, cfg.sync.intra_core_flag_cycles
+    per_core = assign_tiles(m, n, t, cores, "columns")
+    gm = Gm(cfg)
+    tr = Traffic()
+    row_blocks = split(m, t.m0)
+    all_aivs = [Unit(c, f"aiv{i}") for c in range(cores) for i in range(n_aiv)]
+    gm1 = gm
+
+    # Phase 1 (every AIV of the chip, work items round robin): partial row max, barrier, decompose.
+    work = [(rb, pc) for rb in row_blocks for pc in pieces]
+    a_max = [_aiv_stages(1)[0] for _ in all_aivs]
+    a_dec = [_aiv_stages(1)[0] for _ in all_aivs]
+    hbm1 = [Stage("hbm") for _ in all_aivs]
+    steps_dec = (MSD_ABSMAX[0],) + msd_decompose_steps(p)
+    for i, ((r0, r1), (pa, pb)) in enumerate(work):
+        rows, kt = r1 - r0, pb - pa
+        j = i % len(all_aivs)
+        tr.rd(R.ACTIVATION, rows * kt * 2, False)
+        a_max[j]["mte2"].add_miss(gm1.miss(Path.GM_TO_UB, rows * kt * 2, min(len(work), len(all_aivs))))
+        hbm1[j].add(rows * kt * 2)
+        a_max[j]["vector"].add(program_cycles(cfg, MSD_ABSMAX, rows * kt))
+        tr.wr(R.WORKSPACE, rows * 4)
+        a_max[j]["mte3"].add(gm1.write(Path.UB_TO_GM, rows * 4))
+        tr.rd(R.WORKSPACE, npc * rows * 4, True)
+        tr.rd(R.ACTIVATION, rows * kt * 2, True)
+        a_dec[j]["mte2"].add(gm1.read(Path.GM_TO_UB, npc * rows * 4, True) + gm1.read(Path.GM_TO_UB, rows * kt * 2, True))
+        a_dec[j]["vector"].add(costs.vector_cycles(cfg, "reduce_max", npc * rows, "fp32")
+                               + program_cycles(cfg, steps_dec, rows * kt))
+        tr.wr(R.WORKSPACE, p * rows * kt)
+        a_dec[j]["mte3"].add(gm1.write(Path.UB_TO_GM, p * rows * kt))
+        if not l2:
+            hbm1[j].add(rows * 4 + npc * rows * 4 + rows * kt * 2 + p * rows * kt)
+    ph1 = []
+    _hbm_shared(hbm1, cfg.hbm_bytes_per_cycle)
+    for j in range(len(all_aivs)):
+        c1, l1 = _aiv_chain(cfg, [a_max[j]], hbm1[j])
+        c2, l2_ = _aiv_chain(cfg, [a_dec[j]])
+        ph1.append((pipeline(c1, l1), pipeline(c2, l2_)))
+    p1a, p1b = max(ph1, key=lambda x: x[0].cycles + x[1].cycles)
+    barrier = PipeTime(cross, "flag", {"flag": cross}, {})
+
+    # Phase 2 + 3 per core: int8 Cube on the stacked passes, partials, recombination on the core's AIVs.
+    steps_post = msd_recombine_steps(p)
+    chunks = k_chunks(k, t.k1, t.k0)
+    results = []
+    # columns partition, rows inner: a core's tile reads W from HBM when it is the column's first row block
+    streams = [sum(1 for ct in per_core if i < len(ct) and (not l2 or ct[i][0][0] == 0))
+               for i in range(max(len(ct) for ct in per_core))]
+    for ct in per_core:
+        aic = _Aic(cfg, t.k0, 1, 1, "int8", t.l0c_slots)
+        aivs = _aiv_stages(n_aiv)
+        a_rows_loaded = None
+        wq_seen: set = set()
+        ws_seen: set = set()
+        n_rec = 0
+        for i, ((r0, r1), (c0, c1)) in enumerate(ct):
+            set_round(aic.stages() + [st for a in aivs for st in a.values()], i)
+            mt, nt = r1 - r0, c1 - c0
+            mte2_a = 0
+            if resident and a_rows_loaded != (r0, r1):
+                tr.rd(R.WORKSPACE, p * mt * k, True)
+                mte2_a += gm.read(Path.GM_TO_L1, p * mt * k, True)
+                if not l2:
+                    aic.hbm.add(p * mt * k)
+                a_rows_loaded = (r0, r1)
+            for j, (ka, kb) in enumerate(chunks):
+                kt = kb - ka
+                w_hit = l2 and (ka, c0) in wq_seen
+                wq_seen.add((ka, c0))
+                tr.rd(R.WEIGHT, kt * nt, w_hit)
+                if w_hit:
+                    mte2 = gm.read(Path.GM_TO_L1, kt * nt, True) + (mte2_a if j == 0 else 0)
+                else:
+                    mte2 = mte2_a if j == 0 else 0
+                    aic.mte2.add_miss(gm.miss(Path.GM_TO_L1, kt * nt, streams[i]))
+                aic.hbm.add((0 if w_hit else kt * nt))
+                if not resident:
+                    tr.rd(R.WORKSPACE, p * mt * kt, True)
+                    mte2 += gm.read(Path.GM_TO_L1, p * mt * kt, True)
+                    if not l2:
+                        aic.hbm.add(p * mt * kt)
+                aic.mte2.add(mte2)
+                aic.chunk(p * mt, kt, nt)
+            if not direct_out:
+                tr.wr(R.PARTIAL, p * mt * nt * 4)
+                aic.drain(gm.write(Path.L0C_TO_GM, p * mt * nt * 4))
+            for ra, rb in split(mt, rc):
+                rows = rb - ra
+                a = aivs[n_rec % n_aiv]
+                n_rec += 1
+                if direct_out:
+                    aic.drain(gm.on_chip(Path.L0C_TO_UB, p * rows * nt * 4))
+                s_hit = l2 and c0 in ws_seen
+                ws_seen.add(c0)
+                tr.rd(R.WEIGHT_SCALE, nt * 4, s_hit)
+                tr.rd(R.WORKSPACE, npc * rows * 4, True)
+                ld = gm.read(Path.GM_TO_UB, nt * 4, s_hit) + gm.read(Path.GM_TO_UB, npc * rows * 4, True)
+                if not direct_out:
+                    tr.rd(R.PARTIAL, p * rows * nt * 4, True)
+                    ld += gm.read(Path.GM_TO_UB, p * rows * nt * 4, True)
+                a["mte2"].add(ld)
+                a["vector"].add(costs.vector_cycles(cfg, "reduce_max", npc * rows, "fp32")
+                                + program_cycles(cfg, steps_post, p * rows * nt))
+                tr.wr(R.OUTPUT, rows * nt * 2)
+                a["mte3"].add(gm.write(Path.UB_TO_GM, rows * nt * 2))
+                if not l2:
+                    aic.hbm.add(nt * 4 + npc * rows * 4 + rows * nt * 2 + (0 if direct_out else 2 * p * rows * nt * 4))
+        a_chain, a_links = aic.chain()
+        v_chain, v_links = _aiv_chain(cfg, aivs)
+        results.append(((a_chain + v_chain, a_links + [cross] + v_links), aic.hbm, len(ct), len(ct) * len(chunks)))
+    pt, ntiles, items, core = _slowest(_timed(results, cfg))
+    # The AIC loads its first two W chunks before the decomposition is done (quant._build_msd, first_w):
+    # that much of the GEMM phase overlaps phase 1.
+    ct0 = per_core[core][0]
+    nt0 = ct0[1][1] - ct0[1][0]
+    pre = [gm.miss(Path.GM_TO_L1, (kb - ka) * nt0, streams[0]) for ka, kb in chunks[:2]]
+    prefetch = max(sum(a for a, _ in pre), sum(b for _, b in pre)) if (not l2 or ct0[0][0] == 0) else 0
+    overlap = min(prefetch, p1a.cycles + cross + p1b.cycles + cross)
+    phases = [("decompose.max", p1a), ("barrier", barrier), ("decompose", p1b),
+              ("handoff", PipeTime(cross, "flag", {"flag": cross}, {})), ("gemm+recombine", pt),
+              ("w_prefetch_overlap", PipeTime(-overlap, "aic.mte2", {"aic.mte2": -overlap}, {}))]
+    return finish("gemm", "msd", cfg, {"m": m, "k": k, "n": n, "passes": p}, phases, tr,
+                  tiles=ntiles, items=items, core=core,
+                  notes=[f"partials {'l0c_to_ub' if direct_out else 'gm_workspace'}",
+                         f"a_resident_in_l1 {resident}"])
+
+
+def model_gemm(cfg: HardwareConfig, m: int, k: int, n: int, method: str, *, weights: str | None = None,
+               passes: int = 2, cores: int | None = None) -> ModelResult:
+    """The model of one GEMM, with the same arguments as npusim.kernels.gemm.quant.build_gemm."""
+    if method == "native":
+        return model_native(cfg, m, k, n, cores)
+    if method == "dequant":
+        return model_dequant(cfg, m, k, n, cores, weights=weights or "int8")
+    if method == "msd":
+        return model_msd(cfg, m, k, n, cores, passes=passes)
+    from npusim.errors import NpusimError
+    raise NpusimError(f"no closed-form GEMM model for --method {method} (native, dequant, msd)")
