@@ -12,7 +12,7 @@ from typing import Any
 from npusim.analysis.flatten import flatten
 from npusim.analysis.summary import run_summary
 from npusim.analysis.tracefile import TraceRun
-from npusim.report.attribution import vector_side
+from npusim.report.attribution import Attribution, vector_side
 from npusim.report.metrics import TRAFFIC_KEYS, UNIT_KEYS
 
 
@@ -63,8 +63,9 @@ def diff_runs(a: TraceRun, b: TraceRun) -> dict[str, Any]:
     ta, tb = sa["traffic"], sb["traffic"]
     roles = {role: {k: _delta(va[k], tb["by_role"][role][k]) for k in TRAFFIC_KEYS}
              for role, va in ta["by_role"].items() if any(va.values()) or any(tb["by_role"][role].values())}
-    stall_a = vector_side(sa["units"]["cube"]["waiting_on"])
-    stall_b = vector_side(sb["units"]["cube"]["waiting_on"])
+    # the stall between Cube ops, not the pipeline fill before the first one
+    stall_a = vector_side(Attribution(a.cfg, a.ops).waiting_on(steady=True).get("cube", {}))
+    stall_b = vector_side(Attribution(b.cfg, b.ops).waiting_on(steady=True).get("cube", {}))
     return {
         "vector_cube_stall": {**_delta(stall_a, stall_b), "verdict": stall_verdict(stall_a, stall_b)},
         "a": _side(a),

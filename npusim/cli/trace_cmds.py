@@ -184,8 +184,8 @@ def render_diff(doc: dict[str, Any], console: Console) -> None:
     console.print(f"[bold]makespan[/]: {m['a']:,} -> {m['b']:,} cycles ({_signed(m['delta'])}, B/A = {m['ratio']:.3f}; "
                   f"{m['time_us']['a']:.2f} -> {m['time_us']['b']:.2f} µs)")
     st = doc["vector_cube_stall"]
-    console.print(f"[bold]Vector-Cube stall[/] (Cube idle cycles waiting on AIV work or workspace transfers, all "
-                  f"cores): {st['a']:,} -> {st['b']:,}: [bold]{st['verdict']}[/]")
+    console.print(f"[bold]Vector-Cube stall[/] (Cube idle cycles between Cube ops waiting on AIV work or workspace "
+                  f"transfers, all cores): {st['a']:,} -> {st['b']:,}: [bold]{st['verdict']}[/]")
     for title, changes in (("config fields that differ", doc["config"]), ("kernel fields that differ", doc["kernel"])):
         if changes:
             t = Table(title=title, title_justify="left")

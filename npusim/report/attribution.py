@@ -104,14 +104,17 @@ class Attribution:
         self.blame(0, last.end, last, None, out)
         return _sorted(out)
 
-    def waiting_on(self) -> dict[str, dict[str, int]]:
-        """Per pipe kind ("cube", "mte2", ...): idle cycles of its instances by cause."""
+    def waiting_on(self, steady: bool = False) -> dict[str, dict[str, int]]:
+        """Per pipe kind ("cube", "mte2", ...): idle cycles of its instances by cause.
+
+        steady=True leaves out each pipe's fill (the idle time before its first op), keeping only the
+        stalls between ops: the steady-state view DESIGN.md's stall claims are about."""
         per_pipe: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for (core, unit, pipe), lane in self.lanes.items():
             out = per_pipe[pipe.lower()]
             free = 0
-            for r in lane:
-                if r.start > free:
+            for n, r in enumerate(lane):
+                if r.start > free and not (steady and n == 0):
                     pred, edge = (self.by_index[r.blocker], "buffer" if r.blocker_is_slot else "flag") \
                         if r.blocker >= 0 else (None, None)
                     self.blame(free, r.start, pred, edge, out)

@@ -115,9 +115,17 @@ def _build_dequant(cfg, m, k, n, cores, weights, group_k, tiling=None) -> Kernel
                    "kwargs": {"group_k": group_k}, "truth": "gemm_fp64_int"}
     steps = DEQUANT[weights]
     k1_chunks = k_chunks(k, t.k1, t.k0, group_k or 1)
+    a_l1 = m16 * k * 2 if resident else 2 * t.m0 * t.k1 * 2
+    b_buffers = 2
+    if direct:
+        b_buffers = max(2, min(8, (cfg.buffers.l1_bytes - a_l1) // (t.k1 * t.n0 * 2)))
+    g.meta["l1_weight_buffers"] = b_buffers
     for core, tiles in enumerate(assign_tiles(m, n, t, cores, "columns")):
         aic = Unit(core, "aic")
-        loop = CubeLoop(g, aic, t, a_rows=t.m0, a_dtype="bf16", b_dtype="bf16", a_resident_k=k if resident else None)
+        # A direct UB->L1 hand-off couples the AIVs to the AIC's L1 slots (a GM workspace does not):
+        # more weight slots let the AIVs run ahead as far as L1 allows.
+        loop = CubeLoop(g, aic, t, a_rows=t.m0, a_dtype="bf16", b_dtype="bf16", a_resident_k=k if resident else None,
+                        b_buffers=b_buffers)
         aivs = [_DequantAiv(g, Unit(core, f"aiv{i}"), t, group_k) for i in range(min(2, cfg.chip.aiv_per_core))]
         produced: dict[tuple, int] = {}  # (ka, c0) -> op that wrote the dequantized chunk to the workspace
         chunk_no = 0
