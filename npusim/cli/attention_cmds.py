@@ -13,7 +13,7 @@ from rich.console import Console
 from npusim.cli import common
 from npusim.config.schema import HardwareConfig
 from npusim.kernels.attention.build import build_attention
-from npusim.report.compare import compare_fields, render_comparison
+from npusim.report.compare import render_comparison, run_attention_comparison
 from npusim.report.run_report import run_json
 from npusim.sim.run import simulate
 
@@ -54,27 +54,6 @@ def run_attention(
     graph = build_attention(cfg, kv=kv, method=method, passes=passes,
                             **_shape(batch, q_heads, kv_heads, q_len, kv_len, head_dim, rope_dim, latent, block, cores))
     common.run_and_report(graph, cfg, seed=seed, trace=trace, json_out=json_out, numerics=not no_numerics)
-
-
-def attention_fields(doc: dict[str, Any], baseline_cycles: int | None) -> dict[str, Any]:
-    """compare_fields plus the KV-caused HBM bytes (kv_cache + workspace roles, read + written)."""
-    row = compare_fields(doc, baseline_cycles)
-    br = doc["traffic"]["by_role"]
-    row["kv_hbm_bytes"] = sum(br[r]["hbm_read_bytes"] + br[r]["hbm_write_bytes"] for r in ("kv_cache", "workspace"))
-    row["weights"] = doc["meta"]["kv"]
-    return row
-
-
-def run_attention_comparison(cfg: HardwareConfig, shape: dict[str, Any], *, passes: int = 2, seed: int = 0,
-                             numerics: bool = True) -> list[dict[str, Any]]:
-    docs = []
-    for method in ("native", "dequant", "msd"):
-        g = build_attention(cfg, kv="bf16" if method == "native" else "int8", method=method, passes=passes, **shape)
-        docs.append(run_json(simulate(g, cfg, seed=seed, numerics=numerics)))
-    base = next(d["cycles"] for d in docs if d["meta"]["method"] == "dequant")
-    for d in docs:
-        d["compare"] = attention_fields(d, base)
-    return docs
 
 
 @common.user_errors

@@ -104,6 +104,7 @@ def compare_workload(
     weights: str = typer.Option("int8", "--weights", help="quantized weight format for dequant and msd"),
     passes: int = PASSES, hw: str = common.HW, overrides: Optional[list[str]] = common.SET,
     json_out: bool = common.JSON, numerics: bool = typer.Option(False, "--numerics", help="also check every output (slower)"),
+    context: Optional[int] = typer.Option(None, "--context", help="attention context length in tokens (default: the workload's first)"),
 ) -> None:
     """With --workload: all GEMMs of a model layer, every method, totalled over the model."""
     if ctx.invoked_subcommand is not None:
@@ -115,7 +116,7 @@ def compare_workload(
     cfg = common.config(hw, overrides)
     err = Console(stderr=True)
     res = run_workload_comparison(cfg, load_workload(workload), phase, weights=weights, passes=passes,
-                                  numerics=numerics, progress=None if json_out else (lambda s: err.print(f"  {s}", style="dim")))
+                                  numerics=numerics, context=context, progress=None if json_out else (lambda s: err.print(f"  {s}", style="dim")))
     if json_out:
         sys.stdout.write(json.dumps(res, sort_keys=True) + "\n")
     else:

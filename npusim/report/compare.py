@@ -14,6 +14,7 @@ from rich.table import Table
 
 from npusim.config.schema import HardwareConfig
 from npusim.errors import NpusimError
+from npusim.kernels.attention.build import build_attention
 from npusim.kernels.gemm.quant import build_gemm
 from npusim.report.attribution import vector_side
 from npusim.report.run_report import run_json
@@ -67,6 +68,27 @@ def run_gemm_comparison(cfg: HardwareConfig, m: int, k: int, n: int, *, weights:
     return docs
 
 
+def attention_fields(doc: dict[str, Any], baseline_cycles: int | None) -> dict[str, Any]:
+    """compare_fields plus the KV-caused HBM bytes (kv_cache + workspace roles, read + written)."""
+    row = compare_fields(doc, baseline_cycles)
+    br = doc["traffic"]["by_role"]
+    row["kv_hbm_bytes"] = sum(br[r]["hbm_read_bytes"] + br[r]["hbm_write_bytes"] for r in ("kv_cache", "workspace"))
+    row["weights"] = doc["meta"]["kv"]
+    return row
+
+
+def run_attention_comparison(cfg: HardwareConfig, shape: dict[str, Any], *, passes: int = 2, seed: int = 0,
+                             numerics: bool = True) -> list[dict[str, Any]]:
+    docs = []
+    for method in ("native", "dequant", "msd"):
+        g = build_attention(cfg, kv="bf16" if method == "native" else "int8", method=method, passes=passes, **shape)
+        docs.append(run_json(simulate(g, cfg, seed=seed, numerics=numerics)))
+    base = next(d["cycles"] for d in docs if d["meta"]["method"] == "dequant")
+    for d in docs:
+        d["compare"] = attention_fields(d, base)
+    return docs
+
+
 def render_comparison(docs: list[dict[str, Any]], console: Console, title: str) -> None:
     t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
     for col in ("method", "cycles", "vs deq", "Cube", "Cube⇠AIV", "AIV crit", "HBM", "rel err"):
@@ -88,7 +110,7 @@ _LEGEND = ("vs deq: speedup over dequant. Cube: Cube utilization. Cube⇠AIV: Cu
 
 
 def run_workload_comparison(cfg: HardwareConfig, wl: Workload, phase: str | None, *, weights: str = "int8",
-                            passes: int = 2, seed: int = 0, numerics: bool = False,
+                            passes: int = 2, seed: int = 0, numerics: bool = False, context: int | None = None,
                             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Every GEMM of the workload once per method; totals weight each by count x layers that have it.
 
@@ -107,8 +129,21 @@ def run_workload_comparison(cfg: HardwareConfig, wl: Workload, phase: str | None
         gemms.append({"name": gs.name, "m": m, "k": gs.k, "n": gs.n, "count": gs.count,
                       "layers": gs.layers or wl.workload.layers, "rows": [d["compare"] for d in cache[key]],
                       "weight": weight})
+    attention = []
+    for at in wl.attention:
+        if tokens > 256:
+            continue  # a prefill phase: attention chunks of > 256 queries are not modelled
+        ctx = context or at.contexts[0]
+        shape = {"batch": tokens, "q_heads": at.q_heads, "kv_heads": at.kv_heads, "q_len": 1, "kv_len": ctx,
+                 "head_dim": at.head_dim, "rope_dim": at.rope_dim, "latent": at.latent, "block": None, "cores": None}
+        if progress:
+            progress(f"attention {at.name} batch {tokens} context {ctx}")
+        docs = run_attention_comparison(cfg, shape, passes=passes, seed=seed, numerics=numerics)
+        layers = at.layers or wl.workload.layers
+        attention.append({"name": at.name, "batch": tokens, "context": ctx, "count": 1, "layers": layers,
+                          "rows": [d["compare"] for d in docs], "weight": layers})
     totals: dict[str, dict[str, Any]] = {}
-    for gm in gemms:
+    for gm in gemms + attention:
         for row in gm["rows"]:
             tot = totals.setdefault(row["method"], {"method": row["method"], "weights": row["weights"],
                                                      "cycles": 0, "hbm_bytes": 0, "cube_wait_vector_side_cycles": 0})
@@ -121,7 +156,7 @@ def run_workload_comparison(cfg: HardwareConfig, wl: Workload, phase: str | None
         tot["speedup_vs_dequant"] = base / tot["cycles"] if base else None
     return {"workload": wl.workload.name, "source": wl.workload.source, "phase": phase, "tokens": tokens,
             "hw": cfg.meta.name, "layers": wl.workload.layers, "distinct_gemms_simulated": len(cache),
-            "gemms": gemms, "totals": list(totals.values())}
+            "gemms": gemms, "attention": attention, "totals": list(totals.values())}
 
 
 def render_workload(res: dict[str, Any], console: Console) -> None:
@@ -136,7 +171,11 @@ def render_workload(res: dict[str, Any], console: Console) -> None:
         t.add_row(gm["name"], f"{gm['m']}x{gm['k']}x{gm['n']}", f"{gm['count'] * gm['layers']}",
                   *(f"{r['cycles']:,}" for r in gm["rows"]))
     console.print(t)
-    t = Table(title="whole model, all GEMMs (one forward step)", title_justify="left", box=box.SIMPLE_HEAD,
+    for at in res["attention"]:
+        console.print(f"attention {at['name']}, batch {at['batch']}, context {at['context']:,}: "
+                      + ", ".join(f"{r['method']} {r['cycles']:,}" for r in at["rows"]) + " cycles per layer")
+    what = "all GEMMs and attention" if res["attention"] else "all GEMMs"
+    t = Table(title=f"whole model, {what} (one forward step)", title_justify="left", box=box.SIMPLE_HEAD,
               pad_edge=False, padding=(0, 1), collapse_padding=True)
     for col in ("method", "W", "cycles", "ms", "vs deq", "Cube⇠AIV", "HBM"):
         t.add_column(col, justify="left" if col in ("method", "W") else "right", no_wrap=True)

@@ -40,10 +40,24 @@ class GemmShape(_Strict):
         return max(1, ceil(tokens * self.m_fraction))
 
 
+class AttentionShape(_Strict):
+    name: str = Field(description="e.g. gqa_decode")
+    q_heads: PositiveInt = Field(description="query heads")
+    kv_heads: PositiveInt = Field(description="KV heads (1 for MLA)")
+    head_dim: PositiveInt = Field(description="head dimension (MLA: the latent width)")
+    rope_dim: int = Field(default=0, ge=0, description="extra rope columns of K (MLA)")
+    latent: bool = Field(default=False, description="MLA: one latent cache shared by K and V")
+    contexts: list[PositiveInt] = Field(min_length=1, description="context lengths (cached tokens) to study")
+    layers: PositiveInt | None = Field(default=None, description="layers that have it (default: all)")
+
+
 class Workload(_Strict):
     workload: WorkloadMeta
     phases: dict[str, PositiveInt] = Field(description="phase name -> tokens (M) per GEMM")
     gemm: list[GemmShape] = Field(min_length=1)
+    attention: list[AttentionShape] = Field(
+        default=[], description="attention of one layer; in a decode phase (tokens <= 256) the batch is the "
+                                "phase's token count and each sequence has one query")
 
     def tokens(self, phase: str | None) -> tuple[str, int]:
         if phase is None:
