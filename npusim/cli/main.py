@@ -14,6 +14,7 @@ from rich.table import Table
 from npusim.cli import common
 from npusim.cli.accuracy import accuracy
 from npusim.cli.attention_cmds import compare_attention, run_attention
+from npusim.cli.model_cmds import crossover_app, verify_cmd
 from npusim.cli.sweep_cmd import sweep_cmd
 from npusim.cli.trace_cmds import diff_cmd, inspect_cmd, plot_cmd
 from npusim.config import load_config, preset_paths
@@ -149,6 +150,8 @@ run_app.command("attention")(run_attention)
 compare_app.command("attention")(compare_attention)
 app.command("accuracy", help="Effective bits, error bounds and GEMM accuracy of the number formats "
                              "(DESIGN.md section 5, rows 1-5 and 9).")(common.user_errors(accuracy))
+app.command("verify")(verify_cmd)
+app.add_typer(crossover_app, name="crossover")
 app.command("inspect")(inspect_cmd)
 app.command("diff")(diff_cmd)
 app.command("plot")(plot_cmd)

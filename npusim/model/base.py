@@ -112,6 +112,14 @@ class Stage:
     cur: int = 0                                            # the round (tile index on the core) being added
     rounds: dict = field(default_factory=lambda: defaultdict(float))
     misses: dict = field(default_factory=dict)              # round -> [latency-bound, bandwidth-bound]
+    parts: dict = field(default_factory=dict)               # a loop of other pipes: their cycles, for attribution
+
+    def split(self, cycles: float) -> dict[str, float]:
+        """`cycles` of this stage attributed to the stages it is made of (itself if none)."""
+        tot = sum(self.parts.values())
+        if not tot:
+            return {self.key: cycles}
+        return {k: cycles * v / tot for k, v in self.parts.items()}
 
     def add_miss(self, parts: tuple[int, float]) -> None:
         """One HBM read (Gm.miss); its time is settled per round by `settle`."""
@@ -214,8 +222,10 @@ def pipeline(chain: list[list[Stage]], links: list[int]) -> PipeTime:
     for j in range(i):
         att[max(pos[j], key=lambda x: x.first).key] += firsts[j]
     att["flag"] += sum(lk)
+    by_key = {x.key: x for x in allst}
     for k_, v in wins.items():
-        att[k_] += v
+        for k2, v2 in by_key[k_].split(v).items():
+            att[k2] += v2
     for j in range(i + 1, len(pos)):
         att[max(pos[j], key=lambda x: x.last).key] += lasts[j]
     busy = {x.key: x.busy for p in pos for x in p}
@@ -275,6 +285,7 @@ class ModelResult:
     tiles_per_core: int         # output tiles on the binding core
     steady_items: int           # K-chunk iterations (tile x chunk) on the binding core
     core: int
+    plan: dict = field(default_factory=dict)   # tiling and schedule choices, as the builder's graph.meta names them
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
@@ -282,7 +293,8 @@ class ModelResult:
 
 
 def finish(kernel: str, method: str, cfg: HardwareConfig, shape: dict, phases: list[tuple[str, PipeTime]],
-           traffic: Traffic, *, tiles: int, items: int, core: int, notes: list[str] | None = None) -> ModelResult:
+           traffic: Traffic, *, tiles: int, items: int, core: int, plan: dict | None = None,
+           notes: list[str] | None = None) -> ModelResult:
     total = sum(p.cycles for _, p in phases)
     att: dict[str, float] = defaultdict(float)
     for _, p in phases:
@@ -300,7 +312,7 @@ def finish(kernel: str, method: str, cfg: HardwareConfig, shape: dict, phases: l
                                    "busy": {k: int(round(v)) for k, v in p.busy.items()}} for n, p in phases},
                        traffic=traffic.by_role(cfg.l2.enabled), read_bytes=rd, write_bytes=wr,
                        hbm_bytes_expected=hbm, tiles_per_core=tiles, steady_items=items, core=core,
-                       notes=notes or [])
+                       plan=plan or {}, notes=notes or [])
 
 
 # ---- registry ---------------------------------------------------------------------------------------

@@ -26,6 +26,12 @@ from npusim.model.base import Gm, ModelResult, PipeTime, Stage, Traffic, finish,
 R = Role
 
 
+def _tiling(t) -> dict:
+    """The tiling as the builders record it in graph.meta['tiling'] (npusim.kernels.gemm.native.tiling_meta)."""
+    from npusim.kernels.gemm.native import tiling_meta
+    return tiling_meta(t)
+
+
 def _ksteps(kt: int, k0: int, fn) -> tuple[int, int]:
     """(total, count) of fn(q) over the L0 steps of one chunk: split(kt, k0)."""
     full, rem = divmod(kt, k0)
@@ -41,7 +47,29 @@ class _Aic:
         self.mte2, self.mte1, self.cube, self.fixp = (Stage("aic.mte2"), Stage("aic.mte1"), Stage("aic.cube"),
                                                       Stage("aic.fixp"))
         self.hbm = Stage("hbm")
+        self.aloop = Stage("flag:a_slot_loop")
         self.l0c_slots = l0c_slots
+        self._t0 = (0.0, 0.0)
+        self._first_mte1, self._cube_tail = None, []
+
+    def tile_start(self) -> None:
+        self._t0 = (self.mte1.busy, self.cube.busy)
+        self._first_mte1, self._cube_tail = None, []
+
+    def tile_end(self, a_reload: int) -> None:
+        """A resident in one L1 slot (a_resident_k): a reload for the next row block waits until the
+        current tile's MTE1 has read it, and that tile's MTE1 waits for the reload: per tile the slot is
+        busy for reload + the tile's first MTE1 step + max(MTE1, Cube) of the tile but its last two L0
+        steps (they run beside the next reload: L0A/L0B are double-buffered) + two intra-core flags."""
+        f = self.cfg.sync.intra_core_flag_cycles
+        d1, dc = self.mte1.busy - self._t0[0], self.cube.busy - self._t0[1]
+        if not a_reload:
+            return   # no reload before this tile: nothing waits on its MTE1
+        work = max(d1, dc - sum(self._cube_tail)) + (self._first_mte1 or 0)
+        self.aloop.block(a_reload + work + (2 * f if a_reload else 0), 0, 0, 1)  # a loop: no fill/drain of its own
+        for key, v in (("aic.mte2", a_reload), ("aic.cube" if dc >= d1 else "aic.mte1", work),
+                       ("flag", 2 * f if a_reload else 0)):
+            self.aloop.parts[key] = self.aloop.parts.get(key, 0) + v
 
     def chunk(self, rows: int, kt: int, nt: int) -> int:
         cfg = self.cfg
@@ -51,6 +79,15 @@ class _Aic:
         cube, _ = _ksteps(kt, self.k0, lambda q: costs.mmad_cycles(cfg, rows, q, nt, self.dtype))
         self.mte1.add(mte1)
         self.cube.add(cube)
+        if self._first_mte1 is None:   # the tile's first L0 step
+            q = min(kt, self.k0)
+            self._first_mte1 = (costs.dma_cycles_uncontended(cfg, Path.L1_TO_L0A, ceil(rows * q * self.ab))
+                                + costs.dma_cycles_uncontended(cfg, Path.L1_TO_L0B, ceil(q * nt * self.bb)))
+        # the Cube's last two L0 steps (L0A/L0B are double-buffered: MTE1 is done reading A before them)
+        full, rem = divmod(kt, self.k0)
+        tail = ([costs.mmad_cycles(cfg, rows, self.k0, nt, self.dtype)] * min(full, 2)
+                + ([costs.mmad_cycles(cfg, rows, rem, nt, self.dtype)] if rem else []))
+        self._cube_tail = (self._cube_tail + tail)[-2:]
         return mte1
 
     def drain(self, cycles: int) -> None:
@@ -61,11 +98,14 @@ class _Aic:
             self.cube.rounds[self.cube.cur] += cycles
 
     def stages(self) -> list[Stage]:
-        return [self.mte2, self.mte1, self.cube, self.fixp, self.hbm]
+        return [self.mte2, self.mte1, self.cube, self.fixp, self.hbm, self.aloop]
 
     def chain(self) -> tuple[list[list[Stage]], list[int]]:
         f = self.cfg.sync.intra_core_flag_cycles
-        return [[self.mte2, self.hbm], [self.mte1], [self.cube], [self.fixp]], [f, f, f]
+        return [[self.mte2, self.hbm], [self.mte1], [self.cube] + self._aloop(), [self.fixp]], [f, f, f]
+
+    def _aloop(self) -> list[Stage]:
+        return [self.aloop] if self.aloop.parts.get("aic.mte2") else []
 
 
 def _aiv_stages(n: int) -> list[dict[str, Stage]]:
@@ -151,7 +191,7 @@ def model_native(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None 
         results.append((aic.chain(), aic.hbm, len(ct), len(ct) * len(chunks)))
     pt, ntiles, items, core = _slowest(_timed(results, cfg))
     return finish("gemm", "native", cfg, {"m": m, "k": k, "n": n}, [("gemm", pt)], tr,
-                  tiles=ntiles, items=items, core=core)
+                  tiles=ntiles, items=items, core=core, plan={"tiling": _tiling(t)})
 
 
 # ---- dequant -----------------------------------------------------------------------------------------
@@ -163,9 +203,16 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
     cores = check_shape(cfg, m, k, n, cores)
     group_k = quant.GROUP_K if weights == "int8-g128" else None
     direct = cfg.dma.ub_to_l1 is not None
-    ub_cap = cfg.buffers.ub_bytes // (2 * quant.DEQUANT_UB_BYTES_PER_ELEMENT)
+    # the same tiling arguments as quant._build_dequant
+    scale_room = 2 * 4 * 512 * (8 if group_k else 1)
+    ub_cap = (cfg.buffers.ub_bytes - scale_room) // (2 * quant.DEQUANT_UB_BYTES_PER_ELEMENT)
+    m16 = ceil(m / 16) * 16
+    resident = m16 * k * 2 <= cfg.buffers.l1_bytes // 2
     t = choose_gemm_tiling(cfg, m, k, n, cores, max_b_chunk_elements=ub_cap, k1_multiple=group_k or 1,
-                           partition="columns")
+                           partition="columns", a_resident_bytes=m16 * k * 2 if resident else 0)
+    # L1 weight slots (quant._build_dequant): more with a direct UB->L1 hand-off, as far as L1 allows
+    a_l1 = m16 * k * 2 if resident else 2 * t.m0 * t.k1 * 2
+    b_buffers = max(2, min(8, (cfg.buffers.l1_bytes - a_l1) // (t.k1 * t.n0 * 2))) if direct else 2
     steps = DEQUANT[weights]
     chunks = k_chunks(k, t.k1, t.k0, group_k or 1)
     per_core = assign_tiles(m, n, t, cores, "columns")
@@ -183,20 +230,35 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
         produced: set = set()
         ws_seen: set = set()
         wq_seen: set = set()
+        ws_in_ub: list = [None] * n_aiv   # per AIV: the column tile whose per-channel scales are in UB
+        x_rows = None
         chunk_no = 0
         for i, ((r0, r1), (c0, c1)) in enumerate(ct):
             set_round(aic.stages() + [st for a in aivs for st in a.values()] + [slot_loop], i)
             mt, nt = r1 - r0, c1 - c0
+            aic.tile_start()
+            a_reload = 0
             for ka, kb in chunks:
                 kt = kb - ka
-                x_hit = l2 and (r0, ka) in x_seen
-                x_seen.add((r0, ka))
-                tr.rd(R.ACTIVATION, mt * kt * 2, x_hit)
-                mte2 = gm.read(Path.GM_TO_L1, mt * kt * 2, True)
-                if not l2:
-                    aic.hbm.add(mt * kt * 2)
+                mte2 = 0
+                xb = 0
+                if not resident:
+                    xb, x_key = mt * kt * 2, (r0, ka)
+                elif x_rows != (r0, r1):
+                    xb, x_key = mt * k * 2, (r0, None)   # decode: X rows whole in L1, once per row tile
+                    x_rows = (r0, r1)
+                if xb:
+                    x_hit = l2 and x_key in x_seen
+                    x_seen.add(x_key)
+                    tr.rd(R.ACTIVATION, xb, x_hit)
+                    mte2 += gm.read(Path.GM_TO_L1, xb, True)
+                    if resident:
+                        a_reload = gm.read(Path.GM_TO_L1, xb, True)
+                    if not l2:
+                        aic.hbm.add(xb)
                 if direct or (ka, c0) not in produced:
-                    a = aivs[chunk_no % n_aiv]
+                    ai = chunk_no % n_aiv
+                    a = aivs[ai]
                     chunk_no += 1
                     q_hit = l2 and (ka, c0) in wq_seen
                     wq_seen.add((ka, c0))
@@ -205,8 +267,12 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
                     s_hit = l2 and s_key in ws_seen
                     ws_seen.add(s_key)
                     tr.rd(R.WEIGHT, kt * nt, q_hit)
-                    tr.rd(R.WEIGHT_SCALE, 4 * nt * s_rows, s_hit)
-                    for nb, hit in ((kt * nt, q_hit), (4 * nt * s_rows, s_hit)):
+                    loads = [(kt * nt, q_hit)]
+                    if group_k is not None or ws_in_ub[ai] != (c0, c1):
+                        ws_in_ub[ai] = (c0, c1)
+                        tr.rd(R.WEIGHT_SCALE, 4 * nt * s_rows, s_hit)
+                        loads.append((4 * nt * s_rows, s_hit))
+                    for nb, hit in loads:
                         if hit:
                             a["mte2"].add(gm.read(Path.GM_TO_UB, nb, True))
                         else:
@@ -231,8 +297,11 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
                 mte1 = aic.chunk(mt, kt, nt)
                 if direct:
                     # an L1 B slot goes round AIV -> AIC -> AIV: UB->L1 write, cross-core flag, MTE1 reads
-                    # it, cross-core flag back before the next UB->L1 write into it (CubeLoop: 2 slots)
-                    slot_loop.add((handoff + 2 * cross + mte1) / 2)
+                    # it, cross-core flag back before the next UB->L1 write into it (b_buffers slots)
+                    slot_loop.block((handoff + 2 * cross + mte1) / b_buffers, 0, 0, 1)
+                    for key, v in (("aiv.mte3", handoff), ("flag", 2 * cross), ("aic.mte1", mte1)):
+                        slot_loop.parts[key] = slot_loop.parts.get(key, 0) + v
+            aic.tile_end(a_reload)
             tr.wr(R.OUTPUT, mt * nt * 2)
             aic.drain(gm.write(Path.L0C_TO_GM, mt * nt * 2))
             if not l2:
@@ -241,7 +310,7 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
         v_chain, v_links = _aiv_chain(cfg, aivs, aic.hbm)
         if direct:
             # UB->L1 replaces the AIC's weight load: the AIC's MTE2 only carries X, beside the hand-off
-            c_pos = [[aic.mte2], [aic.mte1], [aic.cube], [aic.fixp]]
+            c_pos = [[aic.mte2], [aic.mte1], [aic.cube] + aic._aloop(), [aic.fixp]]
             chain = v_chain[:2] + [v_chain[2] + [aic.mte2, slot_loop]] + c_pos[1:]
             links = v_links + [cross, intra, intra]
         else:
@@ -253,7 +322,8 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
     pt, ntiles, items, core = _slowest(_timed(results, cfg))
     return finish("gemm", "dequant", cfg, {"m": m, "k": k, "n": n}, [("gemm", pt)], tr,
                   tiles=ntiles, items=items, core=core,
-                  notes=[f"handoff {'ub_to_l1' if direct else 'gm_workspace'}"])
+                  plan={"tiling": _tiling(t), "handoff": "ub_to_l1" if direct else "gm_workspace",
+                        "a_resident_in_l1": resident, "l1_weight_buffers": b_buffers})
 
 
 # ---- MSD ---------------------------------------------------------------------------------------------
@@ -340,6 +410,7 @@ def model_msd(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None = N
             set_round(aic.stages() + [st for a in aivs for st in a.values()], i)
             mt, nt = r1 - r0, c1 - c0
             mte2_a = 0
+            aic.tile_start()
             if resident and a_rows_loaded != (r0, r1):
                 tr.rd(R.WORKSPACE, p * mt * k, True)
                 mte2_a += gm.read(Path.GM_TO_L1, p * mt * k, True)
@@ -364,6 +435,7 @@ def model_msd(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None = N
                         aic.hbm.add(p * mt * kt)
                 aic.mte2.add(mte2)
                 aic.chunk(p * mt, kt, nt)
+            aic.tile_end(mte2_a)
             if not direct_out:
                 tr.wr(R.PARTIAL, p * mt * nt * 4)
                 aic.drain(gm.write(Path.L0C_TO_GM, p * mt * nt * 4))
@@ -404,8 +476,8 @@ def model_msd(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None = N
               ("w_prefetch_overlap", PipeTime(-overlap, "aic.mte2", {"aic.mte2": -overlap}, {}))]
     return finish("gemm", "msd", cfg, {"m": m, "k": k, "n": n, "passes": p}, phases, tr,
                   tiles=ntiles, items=items, core=core,
-                  notes=[f"partials {'l0c_to_ub' if direct_out else 'gm_workspace'}",
-                         f"a_resident_in_l1 {resident}"])
+                  plan={"tiling": _tiling(t), "partials": "l0c_to_ub" if direct_out else "gm_workspace",
+                        "a_resident_in_l1": resident, "decompose_piece_k": piece, "recombine_rows": rc})
 
 
 def model_gemm(cfg: HardwareConfig, m: int, k: int, n: int, method: str, *, weights: str | None = None,

@@ -119,7 +119,9 @@ def run_point(p: Point, overrides: list[str] | None = None, cfg: HardwareConfig 
         "traffic_ok": not bad, "traffic_mismatches": bad,
         "tiles_per_core": mod.tiles_per_core, "steady_items": mod.steady_items,
         "within_tolerance": abs(ratio - 1) <= TOLERANCE, "bound_agrees": mod.bound == sim_leader,
-        "meta": {k: v for k, v in doc["meta"].items() if k in ("handoff", "partials", "a_resident_in_l1", "tiling")},
+        "meta": {k: v for k, v in doc["meta"].items() if k in ("handoff", "partials", "a_resident_in_l1", "tiling", "l1_weight_buffers")},
+        # the model's tiling and schedule choices must be the builder's (drift shows up here first)
+        "plan_mismatches": {k: (doc["meta"].get(k), v) for k, v in mod.plan.items() if doc["meta"].get(k) != v},
         "note": None,
     }
     row["note"] = _note(row)
@@ -144,6 +146,10 @@ def _note(row: dict) -> str | None:
     elif row["ratio"] > 1:
         why.append("simulation slower than the model: pipes of near-equal load with two-slot buffers stall "
                    "each other; the model charges only the slowest")
+    elif row["meta"].get("a_resident_in_l1") and row["m"] > row["meta"]["tiling"]["m0"]:
+        why.append("simulation faster than the model: tiles alternate row blocks, so W misses (first row block) "
+                   "and L2 hits alternate; the cores drift out of lockstep and share HBM better than the model's "
+                   "per-round sharing assumes")
     else:
         why.append("simulation faster than the model: the simulator overlaps fill, drain or first-byte latencies "
                    "that the model charges in sequence")

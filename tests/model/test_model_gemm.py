@@ -1,0 +1,163 @@
+"""Closed-form GEMM models against the simulator (issue 6): traffic exact, cycles within 10 %, the same
+binding resource, the MSD / dequant crossover, and the UB->L1 what-if."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from npusim.config import load_config
+from npusim.kernels.gemm.quant import build_gemm
+from npusim.model import group_of, model_gemm
+from npusim.model.verify import (QUICK_M, QUICK_SHAPES, STEADY_TILES, TOLERANCE, Point, crossover, grid,
+                                 grid_shapes, run_point, verify)
+
+UB_TO_L1 = "dma.ub_to_l1={rate_bytes_per_cycle = 128, start_cycles = 100}"
+
+
+@pytest.fixture(scope="module")
+def quick():
+    return verify(["910b", "950"], quick=True)
+
+
+def _ok(rows):
+    return [r for r in rows if "error" not in r]
+
+
+def test_grid_is_defined_once():
+    assert (4096, 4096) in grid_shapes() and (8192, 57344) in grid_shapes()
+    q = grid(["910b"], quick=True)
+    assert {p.m for p in q} == set(QUICK_M) and {(p.k, p.n) for p in q} == set(QUICK_SHAPES)
+    assert {p.method for p in q} == {"native", "dequant", "msd"}
+
+
+def test_quick_grid_traffic_exact(quick):
+    rows = _ok(quick["rows"])
+    assert len(rows) >= 30
+    bad = {f"{r['hw']} {r['method']} {r['shape']}": r["traffic_mismatches"] for r in rows if not r["traffic_ok"]}
+    assert not bad
+    for r in rows:
+        assert r["sim_gm_bytes"] == r["model_gm_bytes"]
+
+
+def test_quick_grid_cycles(quick):
+    rows = _ok(quick["rows"])
+    outside = [r for r in rows if not r["within_tolerance"]]
+    for r in outside:            # every point outside the tolerance says why
+        assert r["note"]
+    steady = [r for r in rows if r["tiles_per_core"] >= STEADY_TILES]
+    assert all(r["within_tolerance"] for r in steady), [(r["shape"], r["ratio"]) for r in steady]
+    # decode and small-M points, where the model's pipeline formula is exercised hardest
+    decode = [r for r in rows if r["m"] <= 16]
+    assert sum(abs(r["ratio"] - 1) <= TOLERANCE for r in decode) >= 0.9 * len(decode)
+
+
+def test_quick_grid_binding_resource(quick):
+    rows = _ok(quick["rows"])
+    agree = sum(r["bound_agrees"] for r in rows)
+    assert agree >= 0.9 * len(rows), [(r["hw"], r["method"], r["shape"], r["model_bound"], r["sim_leader"])
+                                      for r in rows if not r["bound_agrees"]]
+
+
+@pytest.mark.xfail(strict=True, reason="schedule: MSD at M=256 overflows the UB (per-piece row-max slots "
+                   "grow as decompose_piece_k shrinks; quant._build_msd); reported to the lead")
+def test_msd_m256_builds_on_950(cfg950):
+    from npusim.graph.validate import validate_graph
+    validate_graph(build_gemm(cfg950, 256, 4096, 4096, method="msd", weights="int8"), cfg950)
+
+
+def test_l2_off_hbm_bytes_exact():
+    cfg = load_config("910b", ["l2.enabled=false"])
+    for meth, w in (("native", "bf16"), ("dequant", "int8"), ("msd", "int8")):
+        r = run_point(Point("gemm", meth, w, "910b", 16, 2048, 7168), cfg=cfg)
+        assert r["traffic_ok"], r["traffic_mismatches"]
+        assert r["sim_hbm_bytes"] == r["model_hbm_bytes"] == r["model_gm_bytes"]
+
+
+def test_model_reads_tiling_and_programs(cfg910):
+    r = model_gemm(cfg910, 1, 4096, 4096, "dequant")
+    # decode dequant: the Cube does not bind, a transfer does (DESIGN 5 row 7: the Cube waits)
+    assert r.bound == "load" and r.attribution.get("cube", 0) < 0.01 * r.cycles
+    m = model_gemm(cfg910, 1, 4096, 4096, "msd", passes=2)
+    assert m.cycles < r.cycles
+    assert m.traffic["weight"]["read_bytes"] == 4096 * 4096  # int8 weights read once
+
+
+def test_model_crossover_910b():
+    from npusim.model.verify import _largest_winning_m
+    cfg = load_config("910b")
+    m_star = _largest_winning_m(lambda m: model_gemm(cfg, m, 4096, 4096, "msd").cycles
+                                < model_gemm(cfg, m, 4096, 4096, "dequant").cycles, 4096)
+    assert 16 <= m_star <= 512
+
+
+@pytest.mark.slow
+def test_crossover_sim_and_model_910b():
+    res = crossover(load_config("910b"), 4096, 4096, passes=2)
+    assert 16 <= res["m_star_sim"] <= 512 and 16 <= res["m_star_model"] <= 512
+    assert 0.5 <= res["m_star_sim"] / res["m_star_model"] <= 2
+
+
+def test_ub_to_l1_what_if():
+    base = load_config("910b")
+    cfg = load_config("910b", [UB_TO_L1])
+    g = build_gemm(cfg, 1, 4096, 4096, method="dequant", weights="int8")
+    assert g.meta["handoff"] == "ub_to_l1"
+    p = Point("gemm", "dequant", "int8", "910b", 1, 4096, 4096)
+    before, after = run_point(p, cfg=base), run_point(p, cfg=cfg)
+    assert after["meta"]["handoff"] == "ub_to_l1" and before["meta"]["handoff"] == "gm_workspace"
+    assert after["sim_cycles"] < before["sim_cycles"]
+    assert after["model_bound"] == after["sim_leader"]
+    assert after["meta"]["l1_weight_buffers"] >= 2 and not after["plan_mismatches"]
+    assert abs(before["ratio"] - 1) <= TOLERANCE
+    assert after["traffic_ok"] and "workspace" not in model_gemm(cfg, 1, 4096, 4096, "dequant").traffic
+    msd = run_point(Point("gemm", "msd", "int8", "910b", 1, 4096, 4096), cfg=cfg)
+    assert msd["sim_cycles"] < after["sim_cycles"]          # MSD keeps an advantage
+    assert abs(after["ratio"] - 1) <= TOLERANCE
+
+
+def test_group_of():
+    assert group_of("aic.cube") == "cube" and group_of("aiv.vector") == "vector"
+    assert group_of("aic.mte2:weight") == group_of("hbm") == group_of("aiv.mte2:activation") == "load"
+    assert group_of("aiv.mte3:workspace") == group_of("aic.fixp:output") == "store"
+    assert group_of("flag") == group_of("buffer") == group_of("flag:l1_slot_loop") == "sync"
+
+
+def _app() -> typer.Typer:
+    from npusim.cli.model_cmds import crossover_app, verify_cmd
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command("verify")(verify_cmd)
+    app.add_typer(crossover_app, name="crossover")
+    return app
+
+
+def test_cli_crossover_json_model_fields(monkeypatch):
+    import npusim.model.verify as v
+    monkeypatch.setattr(v, "_msd_wins_sim", v._msd_wins_model)   # keep the CLI test fast: model only
+    out = CliRunner().invoke(_app(), ["crossover", "gemm", "--hw", "910b", "--k", "4096", "--n", "4096",
+                                      "--json", "--set", UB_TO_L1])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.stdout)
+    assert {"m_star_sim", "m_star_model", "points", "passes"} <= set(doc)
+    assert doc["overrides"] == [UB_TO_L1]
+
+
+def test_cli_user_error():
+    out = CliRunner().invoke(_app(), ["crossover", "gemm", "--hw", "nope", "--k", "64", "--n", "64"])
+    assert out.exit_code == 2 and "error:" in out.output
+
+
+def test_cli_verify_json_rows(monkeypatch):
+    import npusim.model.verify as v
+    monkeypatch.setattr(v, "QUICK_M", (1,))
+    monkeypatch.setattr(v, "QUICK_SHAPES", ((1024, 2048),))
+    out = CliRunner().invoke(_app(), ["verify", "--hw", "910b", "--quick", "--json"])
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.stdout)["rows"]
+    assert len(rows) == 3
+    for r in rows:
+        assert {"kernel", "method", "hw", "shape", "sim_cycles", "model_cycles", "ratio", "model_bound",
+                "sim_leader", "sim_hbm_bytes", "model_hbm_bytes", "note"} <= set(r)
