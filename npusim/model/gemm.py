@@ -203,16 +203,9 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
     cores = check_shape(cfg, m, k, n, cores)
     group_k = quant.GROUP_K if weights == "int8-g128" else None
     direct = cfg.dma.ub_to_l1 is not None
-    # the same tiling arguments as quant._build_dequant
-    scale_room = 2 * 4 * 512 * (8 if group_k else 1)
-    ub_cap = (cfg.buffers.ub_bytes - scale_room) // (2 * quant.DEQUANT_UB_BYTES_PER_ELEMENT)
-    m16 = ceil(m / 16) * 16
-    resident = m16 * k * 2 <= cfg.buffers.l1_bytes // 2
-    t = choose_gemm_tiling(cfg, m, k, n, cores, max_b_chunk_elements=ub_cap, k1_multiple=group_k or 1,
-                           partition="columns", a_resident_bytes=m16 * k * 2 if resident else 0)
-    # L1 weight slots (quant._build_dequant): more with a direct UB->L1 hand-off, as far as L1 allows
-    a_l1 = m16 * k * 2 if resident else 2 * t.m0 * t.k1 * 2
-    b_buffers = max(2, min(8, (cfg.buffers.l1_bytes - a_l1) // (t.k1 * t.n0 * 2))) if direct else 2
+    # the builder's own choices: tiling, resident X, L1 weight slots
+    plan = quant.dequant_plan(cfg, m, k, n, cores, group_k)
+    t, resident, m16, b_buffers = plan.tiling, plan.a_resident, plan.m16, plan.b_buffers
     steps = DEQUANT[weights]
     chunks = k_chunks(k, t.k1, t.k0, group_k or 1)
     per_core = assign_tiles(m, n, t, cores, "columns")
@@ -335,20 +328,11 @@ def model_msd(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None = N
     cores = check_shape(cfg, m, k, n, cores)
     p = passes
     direct_out = cfg.dma.l0c_to_ub is not None
-    m16 = ceil(m / 16) * 16
-    resident = p * m16 * k <= cfg.buffers.l1_bytes // 2
-    t = choose_gemm_tiling(cfg, m, k, n, cores, a_dtype="int8", b_dtype="int8", out_dtype="int32",
-                           a_row_factor=p, partition="columns", a_resident_bytes=p * m16 * k if resident else 0)
-    # the same piece / recombination sizes as quant._build_msd
-    half_ub = cfg.buffers.ub_bytes // 2
-    piece = t.k1
-    while piece > 16 and 2 * t.m0 * piece * quant._msd_ub_per_element(p) + 8 * t.m0 * ceil(k / piece) > half_ub:
-        piece //= 2
+    # the builder's own choices: tiling, resident A, decomposition pieces, recombination rows
+    plan = quant.msd_plan(cfg, m, k, n, cores, p)
+    t, resident, piece, rc = plan.tiling, plan.a_resident, plan.piece, plan.recombine_rows
     pieces = split(k, piece)
     npc = len(pieces)
-    rc = max(1, ceil(min(t.m0, m) / 2))
-    while rc > 1 and 2 * p * rc * t.n0 * quant._msd_recombine_ub_per_element() > half_ub:
-        rc = max(1, rc // 2)
     l2 = cfg.l2.enabled
     n_aiv = min(2, cfg.chip.aiv_per_core)
     cross, intra = cfg.sync.cross_core_flag_cycles, cfg.sync.intra_core_flag_cycles

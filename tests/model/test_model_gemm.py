@@ -62,8 +62,6 @@ def test_quick_grid_binding_resource(quick):
                                       for r in rows if not r["bound_agrees"]]
 
 
-@pytest.mark.xfail(strict=True, reason="schedule: MSD at M=256 overflows the UB (per-piece row-max slots "
-                   "grow as decompose_piece_k shrinks; quant._build_msd); reported to the lead")
 def test_msd_m256_builds_on_950(cfg950):
     from npusim.graph.validate import validate_graph
     validate_graph(build_gemm(cfg950, 256, 4096, 4096, method="msd", weights="int8"), cfg950)

@@ -20,6 +20,7 @@ The two AIVs of a core take alternate chunks.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from math import ceil
 
 from npusim.config.schema import HardwareConfig
@@ -88,20 +89,88 @@ def _weight_tensors(g: KernelGraph, k: int, n: int, group_k: int | None) -> None
              {**base, "part": "scale"})
 
 
-# ---- dequant ------------------------------------------------------------------------------------------
+# ---- plans: the sizes a schedule picks, public so the closed-form models use the very same choices ---------
 
-def _build_dequant(cfg, m, k, n, cores, weights, group_k, tiling=None) -> KernelGraph:
-    direct = cfg.dma.ub_to_l1 is not None
+@dataclass(frozen=True)
+class DequantPlan:
+    tiling: GemmTiling
+    a_resident: bool      # X (M x K bf16) kept whole in L1, loaded once per row tile
+    m16: int              # M rounded up to the fractal
+    b_buffers: int        # L1 slots for dequantized weight chunks
+    ub_chunk_elements: int  # the largest weight chunk the AIV's UB takes
+
+
+def dequant_plan(cfg: HardwareConfig, m: int, k: int, n: int, cores: int, group_k: int | None,
+                 tiling: GemmTiling | None = None) -> DequantPlan:
     # elements per weight chunk: double-buffered codes, temporary and output, after room for the scales
     # (fp32, per channel: n0 <= 512 of them; per group: up to 8 groups of 128 per chunk)
     scale_room = 2 * 4 * 512 * (8 if group_k else 1)
     ub_cap = (cfg.buffers.ub_bytes - scale_room) // (2 * DEQUANT_UB_BYTES_PER_ELEMENT)
-    # Decode: X (M x K bf16) stays whole in L1, loaded once per row tile, when it fits in half of L1.
+    # Decode: X stays whole in L1 when it fits in half of it.
     m16 = ceil(m / 16) * 16
     resident = m16 * k * 2 <= cfg.buffers.l1_bytes // 2
     t = tiling or choose_gemm_tiling(cfg, m, k, n, cores, max_b_chunk_elements=ub_cap,
                                      k1_multiple=group_k or 1, partition="columns",
                                      a_resident_bytes=m16 * k * 2 if resident else 0)
+    # A direct UB->L1 hand-off couples the AIVs to the AIC's L1 slots (a GM workspace does not): more
+    # weight slots let the AIVs run ahead as far as L1 allows.
+    b_buffers = 2
+    if cfg.dma.ub_to_l1 is not None:
+        a_l1 = m16 * k * 2 if resident else 2 * t.m0 * t.k1 * 2
+        b_buffers = max(2, min(8, (cfg.buffers.l1_bytes - a_l1) // (t.k1 * t.n0 * 2)))
+    return DequantPlan(t, resident, m16, b_buffers, ub_cap)
+
+
+@dataclass(frozen=True)
+class MsdPlan:
+    tiling: GemmTiling
+    a_resident: bool     # the stacked passes (passes x M x K int8) kept whole in L1
+    piece: int           # K elements per decomposition piece
+    recombine_rows: int  # output rows per recombination step
+
+
+def msd_ub_bytes(m0: int, n0: int, k: int, passes: int, piece: int, rc: int) -> tuple[int, int]:
+    """UB bytes of an AIV's (decomposition, recombination) slots, all double-buffered."""
+    decompose = 2 * m0 * piece * _msd_ub_per_element(passes) + 2 * 4 * m0 * ceil(k / piece)
+    recombine = 2 * passes * rc * n0 * 8 + 2 * 4 * n0 + 2 * 2 * rc * n0
+    return decompose, recombine
+
+
+def msd_plan(cfg: HardwareConfig, m: int, k: int, n: int, cores: int, passes: int,
+             tiling: GemmTiling | None = None) -> MsdPlan:
+    p = passes
+    m16 = ceil(m / 16) * 16
+    resident = p * m16 * k <= cfg.buffers.l1_bytes // 2
+    t = tiling or choose_gemm_tiling(cfg, m, k, n, cores, a_dtype="int8", b_dtype="int8", out_dtype="int32",
+                                     a_row_factor=p, partition="columns",
+                                     a_resident_bytes=p * m16 * k if resident else 0)
+    ub = cfg.buffers.ub_bytes
+    # Recombination: up to half a tile's rows (both AIVs share each tile), fewer if the UB is short.
+    rc = max(1, ceil(min(t.m0, m) / 2))
+    # Decomposition pieces: power-of-two shares of the K chunk. Prefer the largest that fits in half the
+    # UB (the other half holds the recombination slots), which keeps pieces small enough to spread the
+    # decomposition over many AIVs; else the largest that fits beside the recombination slots at all
+    # (smaller pieces need more per-piece row-maximum slots, so the smallest is not always the best fit).
+    candidates = [t.k1 >> i for i in range(8) if (t.k1 >> i) >= 16] or [t.k1]
+    half = [pc for pc in candidates if max(msd_ub_bytes(t.m0, t.n0, k, p, pc, rc)) <= ub // 2]
+    fits = half
+    while not fits:
+        fits = [pc for pc in candidates if sum(msd_ub_bytes(t.m0, t.n0, k, p, pc, rc)) <= ub]
+        if fits or rc == 1:
+            break
+        rc = max(1, rc // 2)
+    if not fits:
+        raise GraphError(f"MSD-{p} on {m}x{k}x{n}: no decomposition piece fits the {ub} B UB of {cfg.meta.name} "
+                         f"beside the recombination slots (tile {t.m0}x{t.n0})")
+    return MsdPlan(t, resident, fits[0], rc)
+
+
+# ---- dequant ------------------------------------------------------------------------------------------
+
+def _build_dequant(cfg, m, k, n, cores, weights, group_k, tiling=None) -> KernelGraph:
+    direct = cfg.dma.ub_to_l1 is not None
+    plan = dequant_plan(cfg, m, k, n, cores, group_k, tiling)
+    t, resident, m16, b_buffers = plan.tiling, plan.a_resident, plan.m16, plan.b_buffers
     g = KernelGraph(name=f"gemm_dequant_{weights}_{m}x{k}x{n}")
     g.meta = {"kernel": "gemm", "method": "dequant", "weights": weights, "m": m, "k": k, "n": n, "cores": cores,
               "handoff": "ub_to_l1" if direct else "gm_workspace", "a_resident_in_l1": resident,
@@ -115,15 +184,9 @@ def _build_dequant(cfg, m, k, n, cores, weights, group_k, tiling=None) -> Kernel
                    "kwargs": {"group_k": group_k}, "truth": "gemm_fp64_int"}
     steps = DEQUANT[weights]
     k1_chunks = k_chunks(k, t.k1, t.k0, group_k or 1)
-    a_l1 = m16 * k * 2 if resident else 2 * t.m0 * t.k1 * 2
-    b_buffers = 2
-    if direct:
-        b_buffers = max(2, min(8, (cfg.buffers.l1_bytes - a_l1) // (t.k1 * t.n0 * 2)))
     g.meta["l1_weight_buffers"] = b_buffers
     for core, tiles in enumerate(assign_tiles(m, n, t, cores, "columns")):
         aic = Unit(core, "aic")
-        # A direct UB->L1 hand-off couples the AIVs to the AIC's L1 slots (a GM workspace does not):
-        # more weight slots let the AIVs run ahead as far as L1 allows.
         loop = CubeLoop(g, aic, t, a_rows=t.m0, a_dtype="bf16", b_dtype="bf16", a_resident_k=k if resident else None,
                         b_buffers=b_buffers)
         aivs = [_DequantAiv(g, Unit(core, f"aiv{i}"), t, group_k) for i in range(min(2, cfg.chip.aiv_per_core))]
@@ -238,12 +301,8 @@ def _msd_recombine_ub_per_element() -> int:
 def _build_msd(cfg, m, k, n, cores, passes, tiling=None) -> KernelGraph:
     p = passes
     direct_out = cfg.dma.l0c_to_ub is not None
-    m16 = ceil(m / 16) * 16
-    # Decode: the whole stacked A (passes x M x K int8) stays in L1 and is loaded once per core.
-    resident = p * m16 * k <= cfg.buffers.l1_bytes // 2
-    t = tiling or choose_gemm_tiling(cfg, m, k, n, cores, a_dtype="int8", b_dtype="int8", out_dtype="int32",
-                                     a_row_factor=p, partition="columns",
-                                     a_resident_bytes=p * m16 * k if resident else 0)
+    plan = msd_plan(cfg, m, k, n, cores, p, tiling)
+    t, resident, piece, rc = plan.tiling, plan.a_resident, plan.piece, plan.recombine_rows
     g = KernelGraph(name=f"gemm_msd{p}_int8_{m}x{k}x{n}")
     g.meta = {"kernel": "gemm", "method": "msd", "weights": "int8", "passes": p, "m": m, "k": k, "n": n,
               "cores": cores, "partials": "l0c_to_ub" if direct_out else "gm_workspace",
@@ -254,16 +313,7 @@ def _build_msd(cfg, m, k, n, cores, passes, tiling=None) -> KernelGraph:
     g.reference = {"fn": "gemm_msd_int8", "inputs": ["x", "wq", "ws"], "output": "y",
                    "kwargs": {"passes": p}, "truth": "gemm_fp64_int"}
 
-    half_ub = cfg.buffers.ub_bytes // 2
-    # Decomposition pieces: the AIC's K chunks, halved until a piece of a row block fits in half the UB.
-    piece = t.k1
-    while piece > 16 and 2 * t.m0 * piece * _msd_ub_per_element(p) + 8 * t.m0 * ceil(k / piece) > half_ub:
-        piece //= 2
     pieces = split(k, piece)
-    # Recombination chunks: rows of an output tile whose partials fit in the other half of the UB.
-    rc = max(1, ceil(min(t.m0, m) / 2))
-    while rc > 1 and 2 * p * rc * t.n0 * _msd_recombine_ub_per_element() > half_ub:
-        rc = max(1, rc // 2)
     g.tensor("xa", (p, m, k), "int8", Role.WORKSPACE)            # the stacked passes
     g.tensor("xmax", (len(pieces), m), "fp32", Role.WORKSPACE)   # per-piece row maxima
     if not direct_out:
@@ -324,11 +374,16 @@ def _build_msd(cfg, m, k, n, cores, passes, tiling=None) -> KernelGraph:
             for j in range(first_w, min(ahead, len(k1_chunks))):
                 lbs[j] = load_b(j)
             mm = -1
+            # Not resident: A chunks run one chunk ahead of the Cube, each issued before the weight load
+            # that has to wait for a free slot (so A never queues behind it on the in-order MTE2).
+            las = {} if resident else {0: load_a(loop, aic, slots[0][0], r0, r1, *k1_chunks[0])}
             for j, (ka, kb) in enumerate(k1_chunks):
                 sa, sb = slots[j]
-                la = la_all if resident else load_a(loop, aic, sa, r0, r1, ka, kb)
+                la = la_all if resident else las[j]
                 mm = loop.chunk(f"[{r0},{c0},{ka}]", sa, la, sb, lbs[j], p * mt, kb - ka, nt, acc, j == 0, "int8",
                                 a_col0=ka if resident else 0)
+                if not resident and j + 1 < len(k1_chunks):
+                    las[j + 1] = load_a(loop, aic, slots[j + 1][0], r0, r1, *k1_chunks[j + 1])
                 if j + ahead < len(k1_chunks):
                     lbs[j + ahead] = load_b(j + ahead)
             drains = []
