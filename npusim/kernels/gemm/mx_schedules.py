@@ -39,6 +39,7 @@ from npusim.errors import GraphError
 from npusim.graph.kernel_graph import KernelGraph
 from npusim.graph.ops import Buffer, GmRef, Path, Role, Unit
 from npusim.kernels.gemm import compute_mx  # noqa: F401  (registers the compute functions used below)
+from npusim.kernels.gemm.aiv_side import AivSide
 from npusim.kernels.gemm.cube_loop import CubeLoop
 from npusim.kernels.gemm.native import COPY, TO_BF16, check_shape, tiling_meta
 from npusim.kernels.gemm.programs import DEQUANT, VecStep, emit_program
@@ -483,7 +484,7 @@ def _build_mx_passes(cfg, m, k, n, cores, p, fmt, tiling) -> KernelGraph:
     return g
 
 
-class _MxAiv:
+class _MxAiv(AivSide):
     """One AIV's UB slots (each stage double-buffered) and its stages: decomposition of X pieces into MX
     passes, and (MSD) the combination of the passes' fp32 partials."""
 
@@ -512,17 +513,6 @@ class _MxAiv:
         self.out = [g.slot(f"c{c}.{name}.y{i}", u, Buffer.UB, 2 * rr * n0) for i in range(2)]
         for s in (*self.pin, *self.tmp, *self.out):
             self.readers[s] = []
-
-    def _next(self, stage: str) -> int:
-        i = self._turn[stage] % 2
-        self._turn[stage] += 1
-        return i
-
-    def load(self, name: str, dst: str, tensor: str, region, nbytes: int, role: Role, deps=()) -> int:
-        op = self.g.dma(name, self.unit, Path.GM_TO_UB, nbytes, role, gm=GmRef(tensor, region), dst=dst,
-                        deps=deps, slot_deps=self.readers[dst], compute=COPY)
-        self.readers[dst] = []
-        return op
 
     def decompose(self, rb, pc) -> tuple[str, int]:
         """Load an X piece and decompose it; returns (UB slot holding the MX passes, the op that wrote it).

@@ -27,6 +27,7 @@ from npusim.config.schema import HardwareConfig
 from npusim.errors import GraphError
 from npusim.graph.kernel_graph import KernelGraph
 from npusim.graph.ops import Buffer, GmRef, Path, Role, Unit
+from npusim.kernels.gemm.aiv_side import AivSide
 from npusim.kernels.gemm.cube_loop import CubeLoop
 from npusim.kernels.gemm.mx_schedules import build_gemm_mx, check_mx_method
 from npusim.kernels.gemm.native import COPY, TO_BF16, build_gemm_native, check_shape, tiling_meta
@@ -410,7 +411,7 @@ def _build_msd(cfg, m, k, n, cores, passes, tiling=None) -> KernelGraph:
     return g
 
 
-class _MsdAiv:
+class _MsdAiv(AivSide):
     """One AIV's UB slots and its three MSD stages: partial row max, decomposition, recombination.
     Every slot is double-buffered; each stage alternates between its two sets."""
 
@@ -433,17 +434,6 @@ class _MsdAiv:
                                                               *self.pin, *self.acc, *self.ws, *self.out)}
         self._turn = {"piece": 0, "rmax": 0, "pin": 0, "rec": 0}
 
-    def _next(self, stage: str) -> int:
-        i = self._turn[stage] % 2
-        self._turn[stage] += 1
-        return i
-
-    def _load(self, name: str, dst: str, tensor: str, region, nbytes: int, role: Role, deps=()) -> int:
-        op = self.g.dma(name, self.unit, Path.GM_TO_UB, nbytes, role, gm=GmRef(tensor, region), dst=dst,
-                        deps=deps, slot_deps=self.readers[dst], compute=COPY)
-        self.readers[dst] = []
-        return op
-
     def partial_max(self, rb, pc, pi: int) -> int:
         """max |x| over one piece of a row block -> xmax[pi, rows] in the workspace."""
         g, u = self.g, self.unit
@@ -451,7 +441,7 @@ class _MsdAiv:
         rows, kt = r1 - r0, pb - pa
         s = self._next("piece")
         x, f, rm = self.x[s], self.f32[s], self.rmax[self._next("rmax")]
-        lx = self._load(f"ld_x[{r0}:{r1},{pa}:{pb}]", x, "x", ((r0, r1), (pa, pb)), rows * kt * 2, Role.ACTIVATION)
+        lx = self.load(f"ld_x[{r0}:{r1},{pa}:{pb}]", x, "x", ((r0, r1), (pa, pb)), rows * kt * 2, Role.ACTIVATION)
         ids = emit_program(g, u, f"_max[{r0},{pa}]", MSD_ABSMAX, rows * kt,
                            first=dict(deps=(lx,), reads=(x,), writes=(f,), slot_deps=self.readers[f]),
                            last=dict(reads=(x,), writes=(rm,), slot_deps=self.readers[rm],
@@ -468,7 +458,7 @@ class _MsdAiv:
         r0, r1 = rb
         rows = r1 - r0
         rm = self.rmax[self._next("rmax")]
-        lm = self._load(f"ld_xmax{tag}", rm, "xmax", ((0, n_pieces), (r0, r1)), n_pieces * rows * 4,
+        lm = self.load(f"ld_xmax{tag}", rm, "xmax", ((0, n_pieces), (r0, r1)), n_pieces * rows * 4,
                         Role.WORKSPACE, deps=max_written)
         red = self.g.vec(f"reduce_max{tag}", self.unit, "reduce_max", n_pieces * rows, "fp32", reads=(rm,),
                          writes=(rm,), deps=(lm,), compute={"fn": "max_axis0"})
@@ -484,7 +474,7 @@ class _MsdAiv:
         rm, red = self._row_max(rb, n_pieces, max_written, tag)
         s = self._next("piece")
         x, f, comp = self.x[s], self.f32[s], self.comp[s]
-        lx = self._load(f"ld_x2[{r0}:{r1},{pa}:{pb}]", x, "x", ((r0, r1), (pa, pb)), rows * kt * 2, Role.ACTIVATION)
+        lx = self.load(f"ld_x2[{r0}:{r1},{pa}:{pb}]", x, "x", ((r0, r1), (pa, pb)), rows * kt * 2, Role.ACTIVATION)
         ids = emit_program(g, u, f"_msd{tag}", (MSD_ABSMAX[0],) + msd_decompose_steps(p), rows * kt,
                            first=dict(deps=(lx, red), reads=(x,), writes=(f,), slot_deps=self.readers[f]),
                            last=dict(reads=(x, rm), writes=(comp,), slot_deps=self.readers[comp],
@@ -509,11 +499,11 @@ class _MsdAiv:
         # scales and row maxima first: MTE2 runs in order, and these need not wait for the Cube
         s = self._next("rec")
         ws, acc, out = self.ws[s], self.acc[s], self.out[s]
-        lw = self._load(f"ld_ws{tag}", ws, "ws", ((c0, c1),), nt * 4, Role.WEIGHT_SCALE)
+        lw = self.load(f"ld_ws{tag}", ws, "ws", ((c0, c1),), nt * 4, Role.WEIGHT_SCALE)
         rm, red = self._row_max(rb, n_pieces, max_written, tag)
         if pin is None:
             pin = self.next_partial_slot()
-            lp = self._load(f"ld_part{tag}", pin, "part", ((0, p), (r0, r1), (c0, c1)), p * rows * nt * 4,
+            lp = self.load(f"ld_part{tag}", pin, "part", ((0, p), (r0, r1), (c0, c1)), p * rows * nt * 4,
                             Role.PARTIAL, deps=[fix])
         else:
             lp = fix
