@@ -11,11 +11,8 @@ import typer
 from rich.console import Console
 
 from npusim.cli import common
-from npusim.config.schema import HardwareConfig
 from npusim.kernels.attention.build import build_attention
 from npusim.report.compare import render_comparison, run_attention_comparison
-from npusim.report.run_report import run_json
-from npusim.sim.run import simulate
 
 BATCH = typer.Option(1, "--batch", help="sequences in the batch")
 Q_HEADS = typer.Option(32, "--q-heads", help="query heads")

@@ -10,7 +10,7 @@ Compute functions are registered by name; the graph names them in `op.compute["f
 from __future__ import annotations
 
 import zlib
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 

@@ -9,7 +9,6 @@ timeout, plus one wait for each dependency that had not finished when the pipe r
 from __future__ import annotations
 
 from collections import defaultdict
-from math import ceil
 from typing import Protocol
 
 import simpy

@@ -205,7 +205,7 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
     direct = cfg.dma.ub_to_l1 is not None
     # the builder's own choices: tiling, resident X, L1 weight slots
     plan = quant.dequant_plan(cfg, m, k, n, cores, group_k)
-    t, resident, m16, b_buffers = plan.tiling, plan.a_resident, plan.m16, plan.b_buffers
+    t, resident, b_buffers = plan.tiling, plan.a_resident, plan.b_buffers
     steps = DEQUANT[weights]
     chunks = k_chunks(k, t.k1, t.k0, group_k or 1)
     per_core = assign_tiles(m, n, t, cores, "columns")
@@ -335,7 +335,7 @@ def model_msd(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None = N
     npc = len(pieces)
     l2 = cfg.l2.enabled
     n_aiv = min(2, cfg.chip.aiv_per_core)
-    cross, intra = cfg.sync.cross_core_flag_cycles, cfg.sync.intra_core_flag_cycles
+    cross = cfg.sync.cross_core_flag_cycles
     per_core = assign_tiles(m, n, t, cores, "columns")
     gm = Gm(cfg)
     tr = Traffic()

@@ -13,7 +13,6 @@ Events are written one per line, streamed to the file, so large traces need no i
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from typing import IO, Any, Iterable, Iterator
 
 from npusim import __version__

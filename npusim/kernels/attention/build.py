@@ -520,7 +520,7 @@ class _Core:
         state["S"][t] = fix
 
     def softmax(self, ctx, t, state):
-        b, pl, c = self.b, self.b.pl, self.c
+        b, c = self.b, self.c
         a0, a1 = ctx["blocks"][t]
         n, p, j = a1 - a0, b.p, t % GM_RING
         masked = block_needs_mask(b.kv_len, b.q_len, a1)
@@ -638,7 +638,7 @@ class _Core:
         """Log-sum-exp merge of every part of item i, on this core's AIVs (after all parts are written)."""
         b, pl = self.b, self.b.pl
         bb, h, (r0, r1) = item
-        rw, dv, ns = r1 - r0, b.dv, len(b.parts)
+        rw, ns = r1 - r0, len(b.parts)
         done = b.part_done[i]
         for a, u in enumerate(self.aivs):
             d = self.v[a]

@@ -41,6 +41,7 @@ from npusim.graph.ops import Buffer, GmRef, Path, Role, Unit
 from npusim.kernels.gemm import compute_mx  # noqa: F401  (registers the compute functions used below)
 from npusim.kernels.gemm.aiv_side import AivSide
 from npusim.kernels.gemm.cube_loop import CubeLoop
+from npusim.kernels.gemm.handoff import WeightHandoff
 from npusim.kernels.gemm.native import COPY, TO_BF16, check_shape, tiling_meta
 from npusim.kernels.gemm.programs import DEQUANT, VecStep, emit_program
 from npusim.kernels.gemm.tiling import GemmTiling, assign_tiles, choose_gemm_tiling, k_chunks, split
@@ -179,8 +180,7 @@ def _build_dequant_mx(cfg, m, k, n, cores, tiling) -> KernelGraph:
         aic = Unit(core, "aic")
         loop = CubeLoop(g, aic, t, a_rows=t.m0, a_dtype="bf16", b_dtype="bf16")
         aivs = [_DequantMxAiv(g, Unit(core, f"aiv{i}"), t) for i in range(min(2, cfg.chip.aiv_per_core))]
-        produced: dict[tuple, int] = {}  # (ka, c0) -> op that wrote the dequantized chunk to the workspace
-        chunk_no = 0
+        handoff = WeightHandoff(g, aic, aivs, direct)
         for (r0, r1), (c0, c1) in tiles:
             mt, nt = r1 - r0, c1 - c0
             acc = loop.next_acc()
@@ -190,29 +190,7 @@ def _build_dequant_mx(cfg, m, k, n, cores, tiling) -> KernelGraph:
                 sa, sb = loop.next_l1()
                 la = loop.load_l1(f"ld_x[{r0}:{r1},{ka}:{kb}]", sa, GmRef("x", ((r0, r1), (ka, kb))),
                                   mt * kt * 2, Role.ACTIVATION, COPY)
-                tag = f"[{ka}:{kb},{c0}:{c1}]"
-                if direct:
-                    aiv = aivs[chunk_no % len(aivs)]
-                    chunk_no += 1
-                    out = aiv.dequant(tag, ka, kb, c0, c1)
-                    lb = g.dma(f"ub2l1_w{tag}", aiv.unit, Path.UB_TO_L1, kt * nt * 2, Role.WEIGHT, src=aiv.out_slot,
-                               dst=sb, deps=[out], slot_deps=loop.readers[sb], compute=COPY)
-                    aiv.readers[aiv.out_slot].append(lb)
-                    loop.readers[sb] = []
-                else:
-                    if (ka, c0) not in produced:
-                        aiv = aivs[chunk_no % len(aivs)]
-                        chunk_no += 1
-                        out = aiv.dequant(tag, ka, kb, c0, c1)
-                        st = g.dma(f"st_wdeq{tag}", aiv.unit, Path.UB_TO_GM, kt * nt * 2, Role.WORKSPACE,
-                                   gm=GmRef("w_deq", ((ka, kb), (c0, c1))), src=aiv.out_slot, deps=[out],
-                                   compute=COPY)
-                        aiv.readers[aiv.out_slot].append(st)
-                        produced[(ka, c0)] = st
-                    lb = g.dma(f"ld_wdeq{tag}", aic, Path.GM_TO_L1, kt * nt * 2, Role.WORKSPACE,
-                               gm=GmRef("w_deq", ((ka, kb), (c0, c1))), dst=sb, deps=[produced[(ka, c0)]],
-                               slot_deps=loop.readers[sb], compute=COPY)
-                    loop.readers[sb] = []
+                lb = handoff.chunk(loop, sb, ka, kb, c0, c1)
                 mm = loop.chunk(f"[{r0},{c0},{ka}]", sa, la, sb, lb, mt, kt, nt, acc, j == 0, "bf16")
             fix = g.dma(f"st_y[{r0}:{r1},{c0}:{c1}]", aic, Path.L0C_TO_GM, mt * nt * 2, Role.OUTPUT,
                         gm=GmRef("y", ((r0, r1), (c0, c1))), src=acc, deps=[mm], compute=TO_BF16)

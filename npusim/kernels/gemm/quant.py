@@ -29,6 +29,7 @@ from npusim.graph.kernel_graph import KernelGraph
 from npusim.graph.ops import Buffer, GmRef, Path, Role, Unit
 from npusim.kernels.gemm.aiv_side import AivSide
 from npusim.kernels.gemm.cube_loop import CubeLoop
+from npusim.kernels.gemm.handoff import WeightHandoff
 from npusim.kernels.gemm.mx_schedules import build_gemm_mx, check_mx_method
 from npusim.kernels.gemm.native import COPY, TO_BF16, build_gemm_native, check_shape, tiling_meta
 from npusim.kernels.gemm.programs import DEQUANT, MSD_ABSMAX, emit_program, msd_decompose_steps, msd_recombine_steps
@@ -96,7 +97,6 @@ def _weight_tensors(g: KernelGraph, k: int, n: int, group_k: int | None) -> None
 class DequantPlan:
     tiling: GemmTiling
     a_resident: bool      # X (M x K bf16) kept whole in L1, loaded once per row tile
-    m16: int              # M rounded up to the fractal
     b_buffers: int        # L1 slots for dequantized weight chunks
     ub_chunk_elements: int  # the largest weight chunk the AIV's UB takes
 
@@ -119,7 +119,7 @@ def dequant_plan(cfg: HardwareConfig, m: int, k: int, n: int, cores: int, group_
     if cfg.dma.ub_to_l1 is not None:
         a_l1 = m16 * k * 2 if resident else 2 * t.m0 * t.k1 * 2
         b_buffers = max(2, min(8, (cfg.buffers.l1_bytes - a_l1) // (t.k1 * t.n0 * 2)))
-    return DequantPlan(t, resident, m16, b_buffers, ub_cap)
+    return DequantPlan(t, resident, b_buffers, ub_cap)
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def msd_plan(cfg: HardwareConfig, m: int, k: int, n: int, cores: int, passes: in
 def _build_dequant(cfg, m, k, n, cores, weights, group_k, tiling=None) -> KernelGraph:
     direct = cfg.dma.ub_to_l1 is not None
     plan = dequant_plan(cfg, m, k, n, cores, group_k, tiling)
-    t, resident, m16, b_buffers = plan.tiling, plan.a_resident, plan.m16, plan.b_buffers
+    t, resident, b_buffers = plan.tiling, plan.a_resident, plan.b_buffers
     g = KernelGraph(name=f"gemm_dequant_{weights}_{m}x{k}x{n}")
     g.meta = {"kernel": "gemm", "method": "dequant", "weights": weights, "m": m, "k": k, "n": n, "cores": cores,
               "handoff": "ub_to_l1" if direct else "gm_workspace", "a_resident_in_l1": resident,
@@ -190,9 +190,8 @@ def _build_dequant(cfg, m, k, n, cores, weights, group_k, tiling=None) -> Kernel
         aic = Unit(core, "aic")
         loop = CubeLoop(g, aic, t, a_rows=t.m0, a_dtype="bf16", b_dtype="bf16", a_resident_k=k if resident else None,
                         b_buffers=b_buffers)
-        aivs = [_DequantAiv(g, Unit(core, f"aiv{i}"), t, group_k) for i in range(min(2, cfg.chip.aiv_per_core))]
-        produced: dict[tuple, int] = {}  # (ka, c0) -> op that wrote the dequantized chunk to the workspace
-        chunk_no = 0
+        aivs = [_DequantAiv(g, Unit(core, f"aiv{i}"), t, group_k, steps) for i in range(min(2, cfg.chip.aiv_per_core))]
+        handoff = WeightHandoff(g, aic, aivs, direct)
         x_rows, la = None, -1
         for (r0, r1), (c0, c1) in tiles:
             mt, nt = r1 - r0, c1 - c0
@@ -208,29 +207,7 @@ def _build_dequant(cfg, m, k, n, cores, weights, group_k, tiling=None) -> Kernel
                     la = loop.load_l1(f"ld_x[{r0}:{r1},:]", sa, GmRef("x", ((r0, r1), (0, k))), mt * k * 2,
                                       Role.ACTIVATION, COPY)
                     x_rows = (r0, r1)
-                tag = f"[{ka}:{kb},{c0}:{c1}]"
-                if direct:
-                    aiv = aivs[chunk_no % len(aivs)]
-                    chunk_no += 1
-                    out = aiv.dequant(tag, ka, kb, c0, c1, steps)
-                    lb = g.dma(f"ub2l1_w{tag}", aiv.unit, Path.UB_TO_L1, kt * nt * 2, Role.WEIGHT, src=aiv.out_slot,
-                               dst=sb, deps=[out], slot_deps=loop.readers[sb], compute=COPY)
-                    aiv.readers[aiv.out_slot].append(lb)
-                    loop.readers[sb] = []
-                else:
-                    if (ka, c0) not in produced:
-                        aiv = aivs[chunk_no % len(aivs)]
-                        chunk_no += 1
-                        out = aiv.dequant(tag, ka, kb, c0, c1, steps)
-                        st = g.dma(f"st_wdeq{tag}", aiv.unit, Path.UB_TO_GM, kt * nt * 2, Role.WORKSPACE,
-                                   gm=GmRef("w_deq", ((ka, kb), (c0, c1))), src=aiv.out_slot, deps=[out],
-                                   compute=COPY)
-                        aiv.readers[aiv.out_slot].append(st)
-                        produced[(ka, c0)] = st
-                    lb = g.dma(f"ld_wdeq{tag}", aic, Path.GM_TO_L1, kt * nt * 2, Role.WORKSPACE,
-                               gm=GmRef("w_deq", ((ka, kb), (c0, c1))), dst=sb, deps=[produced[(ka, c0)]],
-                               slot_deps=loop.readers[sb], compute=COPY)
-                    loop.readers[sb] = []
+                lb = handoff.chunk(loop, sb, ka, kb, c0, c1)
                 mm = loop.chunk(f"[{r0},{c0},{ka}]", sa, la, sb, lb, mt, kt, nt, acc, j == 0, "bf16",
                                 a_col0=ka if resident else 0)
             fix = g.dma(f"st_y[{r0}:{r1},{c0}:{c1}]", aic, Path.L0C_TO_GM, mt * nt * 2, Role.OUTPUT,
@@ -242,8 +219,8 @@ def _build_dequant(cfg, m, k, n, cores, weights, group_k, tiling=None) -> Kernel
 class _DequantAiv:
     """One AIV's UB slots (double-buffered) and its dequant program for weight chunks."""
 
-    def __init__(self, g: KernelGraph, aiv: Unit, t: GemmTiling, group_k: int | None):
-        self.g, self.unit, self.group_k = g, aiv, group_k
+    def __init__(self, g: KernelGraph, aiv: Unit, t: GemmTiling, group_k: int | None, steps):
+        self.g, self.unit, self.group_k, self.steps = g, aiv, group_k, steps
         c, name = aiv.core, aiv.name
         elems = t.k1 * t.n0
         scale_bytes = 4 * t.n0 * (ceil(t.k1 / group_k) if group_k else 1)
@@ -256,7 +233,7 @@ class _DequantAiv:
         self.out_slot = self.out[0]
         self._scales: tuple | None = None  # (slot, region, load op) of the per-channel scales in UB
 
-    def dequant(self, tag: str, ka: int, kb: int, c0: int, c1: int, steps) -> int:
+    def dequant(self, tag: str, ka: int, kb: int, c0: int, c1: int) -> int:
         """Load codes and scales, run the program; returns the op that leaves bf16 in `self.out_slot`."""
         g, u, s = self.g, self.unit, self._n % 2
         self._n += 1
@@ -276,7 +253,7 @@ class _DequantAiv:
         # The first step reads codes and scales and does the numerics into the fp32 temporary; the last
         # narrows into the bf16 out slot, once the previous chunk in that slot has been handed off.
         ids = emit_program(
-            g, u, tag, steps, kt * nt,
+            g, u, tag, self.steps, kt * nt,
             first=dict(reads=(q, sc), writes=(tmp,), deps=(lq, ls), slot_deps=self.readers[tmp],
                        compute={"fn": "dequant_int", "group_k": self.group_k}),
             last=dict(reads=(tmp,), writes=(out,), slot_deps=self.readers[out], compute=COPY))
