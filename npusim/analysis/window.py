@@ -7,7 +7,7 @@ view lists them: core, then AIC before AIV0 before AIV1, then MTE2, MTE1, CUBE, 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from npusim.analysis.tracefile import TraceRun
@@ -98,5 +98,5 @@ def clipped(ops: Iterable[OpRecord], window: Window) -> list[OpRecord]:
             continue
         s, e = max(r.start, window.lo), min(r.end, window.hi)
         if e > s:
-            out.append(r if (s, e) == (r.start, r.end) else replace(r, start=s, end=e))
+            out.append(r if (s, e) == (r.start, r.end) else r._replace(start=s, end=e))
     return out

@@ -27,7 +27,7 @@ def find_cycle(graph: KernelGraph) -> list[str] | None:
     """Names of the ops on one dependency cycle, or None if the edges form a DAG."""
     # Builders emit ops after their dependencies; only a graph with a forward edge can have a cycle,
     # so the common case never builds the networkx graph.
-    if all(d < i for i, op in enumerate(graph.ops) for d in (*op.deps, *op.slot_deps)):
+    if all(max(op.deps + op.slot_deps, default=-1) < i for i, op in enumerate(graph.ops)):
         return None
     g = nx.DiGraph()
     g.add_nodes_from(range(len(graph.ops)))
@@ -49,33 +49,34 @@ def validate_graph(graph: KernelGraph, cfg: HardwareConfig) -> None:
     # Ops of a big graph repeat a handful of shapes; check each shape once (the problems of a bad
     # one are reported with the first op that has it).
     valid_shapes: set = set()
+    valid_uses: set = set()
     slots = graph.slots
     for i, op in enumerate(graph.ops):
-        where = f"op {i} {op.name!r}"
-        for d in (*op.deps, *op.slot_deps):
-            if not 0 <= d < n_ops:
-                problems.append(f"{where}: depends on op {d}, which does not exist (graph has {n_ops} ops)")
-            elif d == i:
-                problems.append(f"{where}: depends on itself")
-        shape = (op.unit, op.pipe, op.kind, op.path, op.dtype, op.vop, op.nbytes > 0,
-                 min(op.m, op.k, op.n) > 0, op.elements > 0, op.gm.tensor if op.gm else None)
+        deps = op.slot_deps + op.deps if op.slot_deps else op.deps
+        if deps and (min(deps) < 0 or max(deps) >= n_ops or i in deps):
+            where = f"op {i} {op.name!r}"
+            for d in deps:
+                if not 0 <= d < n_ops:
+                    problems.append(f"{where}: depends on op {d}, which does not exist (graph has {n_ops} ops)")
+                elif d == i:
+                    problems.append(f"{where}: depends on itself")
+        unit = op.unit
+        shape = (unit.core, unit.name, op.pipe, op.kind, op.path, op.dtype, op.vop, op.nbytes > 0,
+                 op.m > 0 and op.k > 0 and op.n > 0, op.elements > 0, op.gm.tensor if op.gm else None)
         if shape not in valid_shapes:
-            found = _op_problems(where, op, graph, cfg)
+            found = _op_problems(f"op {i} {op.name!r}", op, graph, cfg)
             if found:
                 problems += found
             else:
                 valid_shapes.add(shape)
-        core = op.unit.core
-        for name in (*op.reads, *op.writes):
-            slot = slots.get(name)
-            if slot is None:
-                problems.append(f"{where}: uses slot {name!r}, which is not declared")
-            elif slot.unit.core != core:
-                problems.append(f"{where}: uses slot {name!r} of core {slot.unit.core} from core {core}")
-        if op.writes and op.kind is OpKind.DMA:
-            slot = slots.get(op.writes[0])
-            if slot is not None and op.nbytes > slot.nbytes:
-                problems.append(f"{where}: writes {op.nbytes} B into slot {slot.name!r} of {slot.nbytes} B")
+        # ops reuse a few slot combinations (double buffers): check each combination once
+        uses = (unit.core, op.reads, op.writes, op.nbytes if op.kind is OpKind.DMA else 0)
+        if uses not in valid_uses:
+            found = _slot_problems(f"op {i} {op.name!r}", op, slots)
+            if found:
+                problems += found
+            else:
+                valid_uses.add(uses)
         if len(problems) > _MAX_LISTED:
             break
 
@@ -129,6 +130,23 @@ def _op_problems(where: str, op, graph: KernelGraph, cfg: HardwareConfig) -> lis
                             f"(known: {', '.join(cfg.vector.cycles_per_repeat)})")
         if op.elements <= 0:
             problems.append(f"{where}: vector op on {op.elements} elements (must be > 0)")
+    return problems
+
+
+def _slot_problems(where: str, op, slots) -> list[str]:
+    """What is wrong with the slots one op reads and writes."""
+    problems = []
+    core = op.unit.core
+    for name in op.reads + op.writes:
+        slot = slots.get(name)
+        if slot is None:
+            problems.append(f"{where}: uses slot {name!r}, which is not declared")
+        elif slot.unit.core != core:
+            problems.append(f"{where}: uses slot {name!r} of core {slot.unit.core} from core {core}")
+    if op.writes and op.kind is OpKind.DMA:
+        slot = slots.get(op.writes[0])
+        if slot is not None and op.nbytes > slot.nbytes:
+            problems.append(f"{where}: writes {op.nbytes} B into slot {slot.name!r} of {slot.nbytes} B")
     return problems
 
 

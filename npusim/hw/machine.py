@@ -1,9 +1,19 @@
-"""The machine: executes a KernelGraph on simpy, one process per (unit, pipe), one event per op.
+"""The machine: executes a KernelGraph on simpy, one process per (unit, pipe).
 
-A pipe is an in-order queue. Its process takes its ops in program order; each op waits until every
-dependency has ended (plus the flag latency of that edge), then occupies the pipe for its duration. A
-DMA's duration comes from the memory system at the moment it starts (see memory.py), so an op costs one
-timeout, plus one wait for each dependency that had not finished when the pipe reached it.
+A pipe is an in-order queue. Its process takes its ops in program order; each op starts when every
+dependency has ended (plus the flag latency of that edge) and the pipe is free, and occupies the pipe for
+its duration.
+
+Only GM transfers need the simulated clock: their duration depends on what else holds HBM bandwidth and
+on what L2 holds at the moment they start (memory.py), so a pipe waits (one timeout) until a GM
+transfer's start before booking it. Every other op's duration is static, so its start and end follow
+from numbers already known and the pipe computes them at once and runs ahead to its next op; it yields
+only to wait for a dependency whose end is not known yet. The times are those of the one-event-per-op
+execution; only the order in which same-cycle GM transfers book bandwidth may differ.
+
+Numerics (when a Datapath is given) are replayed after the timing, in simulated-time order: every op
+reads its inputs at its start cycle and writes its outputs at its end cycle (ends before starts at equal
+cycles), so a schedule that lets a tile be overwritten before it is read still produces wrong numbers.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from npusim.hw import costs
 from npusim.hw.datapath import Datapath
 from npusim.hw.memory import BandwidthCalendar, L2Cache
 from npusim.hw.records import OpRecord, WritebackRecord
+from npusim.hw.replay import replay
 
 
 class Sink(Protocol):
@@ -40,22 +51,27 @@ class Machine:
         self.l2 = L2Cache(cfg.l2.capacity_bytes) if cfg.l2.enabled else None
         n = len(graph.ops)
         self.end: list[int | None] = [None] * n
+        self.start: list[int | None] = [None] * n
         self._waiters: dict[int, simpy.Event] = {}
         self._blocked: dict[tuple, tuple[int, int]] = {}  # pipe -> (op waiting, dep it waits on)
         self._durations: dict[tuple, int | None] = {}
+        self._ports: dict = {}
 
     # ---- public -----------------------------------------------------------------------------
     def run(self) -> int:
         """Simulate to completion; return the makespan in cycles. Raises DeadlockError if stuck."""
         queues: dict[tuple, list[int]] = defaultdict(list)
         for i, op in enumerate(self.graph.ops):
-            queues[(op.unit, op.pipe)].append(i)
-        for key in sorted(queues, key=lambda k: (k[0].core, k[0].name, k[1].value)):
+            unit = op.unit
+            queues[(unit.core, unit.name, op.pipe)].append(i)  # plain keys: hashing a Unit is slow
+        for key in sorted(queues):
             self.env.process(self._pipe(key, queues[key]))
         self.env.run()
         if self._blocked:
             self._raise_deadlock()
-        makespan = int(self.env.now)
+        makespan = max(self.end, default=0)
+        if self.datapath is not None:
+            replay(self.datapath, self.graph.ops, self.start, self.end)
         if self.l2 is not None:
             for nbytes, role in self.l2.dirty_lines():
                 self.sink.writeback(WritebackRecord(makespan, nbytes, role, "flush"))
@@ -64,11 +80,12 @@ class Machine:
     # ---- internals ----------------------------------------------------------------------------
     def _plan(self, op_ids: list[int]) -> list[tuple]:
         """Everything about a pipe's ops that does not depend on the run: dependency edges with their
-        flag latencies, the duration where it is static, the record fields. Built once, so the event
-        loop does only the dynamic work."""
+        flag latencies, the duration where it is static, the record's graph fields. Built once, so the
+        event loop does only the dynamic work."""
         ops, cfg = self.graph.ops, self.cfg
         intra, cross = cfg.sync.intra_core_flag_cycles, cfg.sync.cross_core_flag_cycles
         durations = self._durations  # ops repeat a few shapes: one cost evaluation per shape
+        mmad = OpKind.MMAD
         plan = []
         for i in op_ids:
             op = ops[i]
@@ -80,20 +97,23 @@ class Machine:
                     dep = ops[d]
                     same_unit = dep.unit is unit or dep.unit == unit
                     edges.append((d, (0 if dep.pipe is pipe else intra) if same_unit else cross, slot))
-            shape = (op.kind, op.path, op.nbytes, op.m, op.k, op.n, op.dtype, op.vop, op.elements)
+            kind, m, k, n = op.kind, op.m, op.k, op.n
+            shape = (kind, op.path, op.nbytes, m, k, n, op.dtype, op.vop, op.elements)
             static = durations.get(shape, -1)
             if static == -1:
                 static = durations[shape] = self._static_duration(op)
             # str enums are strs: records carry the members themselves (no .value lookups per op)
-            plan.append((i, op, edges, static, (op.name, unit.core, unit.name, pipe, op.kind),
-                         (op.path or "", op.nbytes, op.role or ""), (op.macs, op.dtype or "", op.vop or "", op.elements)))
+            plan.append((i, op, edges, static, (
+                i, op.name, unit.core, unit.name, pipe, kind, op.path or "", op.nbytes, op.role or "",
+                m * k * n if kind is mmad else 0, op.dtype or "", op.vop or "", op.elements)))
         return plan
 
     def _pipe(self, key, op_ids: list[int]):
-        env, end, datapath, sink = self.env, self.end, self.datapath, self.sink
+        env, end, start_of, sink = self.env, self.end, self.start, self.sink
+        new_record = tuple.__new__  # OpRecord is a NamedTuple: skip its keyword-taking __new__
         waiters = self._waiters
         pipe_free = 0
-        for i, op, edges, static, head, tail, tail2 in self._plan(op_ids):
+        for i, op, edges, static, fields in self._plan(op_ids):
             ready, blocker, latency, blocker_is_slot = 0, -1, 0, False
             for d, lat, is_slot in edges:
                 e = end[d]
@@ -104,28 +124,22 @@ class Machine:
                     e = end[d]
                 if e + lat > ready:
                     ready, blocker, latency, blocker_is_slot = e + lat, d, lat, is_slot
-            now = env.now
-            if datapath is None and static is not None:
-                # timing only and a fixed duration: one event for the wait and the op together
-                start = ready if ready > now else now
-                duration, level = static, ""
-                yield env.timeout(start - now + duration)
+            # Every end computed so far is >= the clock, so start >= env.now here.
+            start = ready if ready > pipe_free else pipe_free
+            if static is None:
+                if start > env.now:
+                    yield env.timeout(start - env.now)
+                duration, level = self._gm_transfer(op, start)
             else:
-                if ready > now:
-                    yield env.timeout(ready - now)
-                start = env.now
-                pending = datapath.begin(op) if datapath is not None else None
-                duration, level = (static, "") if static is not None else self._gm_transfer(op, start)
-                yield env.timeout(duration)
-                if pending is not None:
-                    datapath.commit(op, pending)
+                duration, level = static, ""
             finish = start + duration
             end[i] = finish
+            start_of[i] = start
             ev = waiters.pop(i, None)
             if ev is not None:
                 ev.succeed()
-            sink.op(OpRecord(i, *head, start, finish, ready, pipe_free, blocker, blocker_is_slot, latency,
-                             *tail, level, *tail2))
+            sink.op(new_record(OpRecord, fields + (start, finish, ready, pipe_free, blocker, blocker_is_slot,
+                                                   latency, level)))
             pipe_free = finish
 
     def _event(self, i: int) -> simpy.Event:
@@ -147,28 +161,37 @@ class Machine:
 
     def _gm_transfer(self, op: Op, start: int) -> tuple[int, str]:
         """Duration and level ("hbm" or "l2") of a transfer that reads or writes GM, issued at `start`."""
-        cfg = self.cfg
-        port = costs.port(cfg, op.path)
-        rate = port.rate_bytes_per_cycle
-        t0 = start + port.start_cycles
+        path = op.path
+        port = self._ports.get(path)
+        if port is None:
+            port = self._ports[path] = self._port(path)
+        start_cycles, rate, l2_rate, hbm_delay, reads = port
         key = (op.gm.tensor, op.gm.region)
-        role = op.role.value
         l2 = self.l2
-        if op.path.reads_gm:
+        nbytes = op.nbytes
+        if reads:
             if l2 is not None and l2.read(key):
-                rate = min(rate, cfg.l2.read_rate_bytes_per_cycle)
-                return port.start_cycles + costs.transfer_cycles(op.nbytes, rate), "l2"
-            end = self.hbm.reserve(t0 + cfg.hbm.first_byte_cycles, op.nbytes, rate)
+                return start_cycles + costs.transfer_cycles(nbytes, l2_rate), "l2"
+            end = self.hbm.reserve(start + hbm_delay, nbytes, rate)
             if l2 is not None:
-                self._writeback(start, l2.fill(key, op.nbytes, role, dirty=False))
+                self._writeback(start, l2.fill(key, nbytes, op.role.value, dirty=False))
             return end - start, "hbm"
         # A GM write: into L2 (write-back) when it is on, else straight to HBM.
         if l2 is not None:
-            rate = min(rate, cfg.l2.write_rate_bytes_per_cycle)
-            self._writeback(start, l2.fill(key, op.nbytes, role, dirty=True))
-            return port.start_cycles + costs.transfer_cycles(op.nbytes, rate), "l2"
-        end = self.hbm.reserve(t0, op.nbytes, rate)
-        return end - start, "hbm"
+            self._writeback(start, l2.fill(key, nbytes, op.role.value, dirty=True))
+            return start_cycles + costs.transfer_cycles(nbytes, l2_rate), "l2"
+        return self.hbm.reserve(start + hbm_delay, nbytes, rate) - start, "hbm"
+
+    def _port(self, path) -> tuple[int, float, float, int, bool]:
+        """(start cycles, port rate, rate when L2 serves it, cycles before HBM sees it, reads GM) of a
+        GM path: the costs a GM transfer's duration is made of (docs/model.md, "GM transfers")."""
+        cfg = self.cfg
+        port = costs.port(cfg, path)
+        rate = port.rate_bytes_per_cycle
+        if path.reads_gm:
+            return (port.start_cycles, rate, min(rate, cfg.l2.read_rate_bytes_per_cycle),
+                    port.start_cycles + cfg.hbm.first_byte_cycles, True)
+        return port.start_cycles, rate, min(rate, cfg.l2.write_rate_bytes_per_cycle), port.start_cycles, False
 
     def _writeback(self, now: int, evicted: list[tuple[int, str]]) -> None:
         for nbytes, role in evicted:
@@ -180,8 +203,8 @@ class Machine:
         ops = self.graph.ops
         lines = []
         for key, (i, d) in sorted(self._blocked.items(), key=lambda kv: kv[1][0]):
-            unit, pipe = key
-            lines.append(f"  {unit} {pipe.value}: op {i} {ops[i].name!r} waits on op {d} {ops[d].name!r} "
+            core, unit, pipe = key
+            lines.append(f"  core{core}.{unit} {pipe.value}: op {i} {ops[i].name!r} waits on op {d} {ops[d].name!r} "
                          f"({ops[d].unit} {ops[d].pipe.value}), which never ran")
         done = sum(e is not None for e in self.end)
         raise DeadlockError(

@@ -31,34 +31,38 @@ class BandwidthCalendar:
         if nbytes <= 0:
             return start
         W = self.window_cycles
-        self._forget_before(start // W)
+        w = start // W
+        if w - self._low > 4096:
+            self._forget_before(w)
+        used, full = self._used, self.window_bytes
         t = start
         remaining = float(nbytes)
         while True:
-            w = t // W
             w_end = (w + 1) * W
             span = w_end - t
-            free = self.window_bytes - self._used.get(w, 0.0)
-            rate = min(cap_bytes_per_cycle, free / span) if free > 0 else 0.0
-            if rate > 0 and remaining <= rate * span + 1e-9:
-                self._book(w, remaining)
-                return t + max(1, ceil(remaining / rate - 1e-9))
-            if rate > 0:
-                self._book(w, rate * span)
+            booked = used.get(w, 0.0)
+            free = full - booked
+            if free > 0:
+                rate = free / span
+                if cap_bytes_per_cycle < rate:
+                    rate = cap_bytes_per_cycle
+                if remaining <= rate * span + 1e-9:
+                    self._book(w, booked + remaining)
+                    return t + max(1, ceil(remaining / rate - 1e-9))
+                self._book(w, booked + rate * span)
                 remaining -= rate * span
             t = w_end
+            w += 1
 
-    def _book(self, window: int, nbytes: float) -> None:
-        total = self._used.get(window, 0.0) + nbytes
+    def _book(self, window: int, total: float) -> None:
         self._used[window] = total
         if total > self.peak_window_bytes:
             self.peak_window_bytes = total
 
     def _forget_before(self, window: int) -> None:
         # Reservations only ever start at the current simulated time, so past windows are dead.
-        if window - self._low > 4096:
-            self._used = {w: b for w, b in self._used.items() if w >= window}
-            self._low = window
+        self._used = {w: b for w, b in self._used.items() if w >= window}
+        self._low = window
 
 
 def _covers(intervals, lo: int, hi: int) -> bool:

@@ -15,6 +15,7 @@ from npusim.hw.datapath import Datapath
 from npusim.hw.machine import Machine
 from npusim.hw.records import Recorder
 import npusim.kernels  # noqa: F401  (registers the kernels' compute functions)
+from npusim.sim.gc_pause import gc_paused
 from npusim.sim.references import REFERENCES
 
 
@@ -41,12 +42,13 @@ class RunResult:
 
 def simulate(graph: KernelGraph, cfg: HardwareConfig, *, seed: int = 0, numerics: bool = True,
              recorder: Recorder | None = None) -> RunResult:
-    validate_graph(graph, cfg)
     recorder = recorder if recorder is not None else Recorder()
     t0 = time.perf_counter()
-    datapath = Datapath(graph, seed) if numerics else None
-    machine = Machine(cfg, graph, recorder, datapath)
-    cycles = machine.run()
+    with gc_paused():
+        validate_graph(graph, cfg)
+        datapath = Datapath(graph, seed) if numerics else None
+        machine = Machine(cfg, graph, recorder, datapath)
+        cycles = machine.run()
     verdict = check_numerics(graph, datapath) if datapath is not None else None
     wall = time.perf_counter() - t0
     peak = machine.hbm.peak_window_bytes / cfg.hbm.window_cycles
