@@ -17,38 +17,67 @@ import ml_dtypes
 BF16 = np.dtype(ml_dtypes.bfloat16)
 
 
+# Products per block of the k loop in mmad_fp32: about this many fp32 elements (~256 KiB) stay in cache.
+_PRODUCT_BLOCK = 1 << 16
+
+
 def mmad_fp32(acc: np.ndarray | None, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Return acc + a @ b with a (m x k) and b (k x n) in bf16, accumulated sequentially in fp32.
 
     `acc` is not modified; None means a zero accumulator (the mmad's "init" flag).
     """
-    a32 = np.asarray(a).astype(np.float32)
-    b32 = np.asarray(b).astype(np.float32)
+    a32 = np.asarray(a).astype(np.float32, copy=False)
+    b32 = np.asarray(b).astype(np.float32, copy=False)
     m, k = a32.shape
     k2, n = b32.shape
     if k != k2:
         raise ValueError(f"mmad: inner dimensions differ ({k} vs {k2})")
     out = np.zeros((m, n), dtype=np.float32) if acc is None else np.array(acc, dtype=np.float32)
-    for kk in range(k):
-        # One rounding per k: product exact, sum rounded to fp32 (RNE) -- the fixed order is the point.
-        out += a32[:, kk : kk + 1] * b32[kk : kk + 1, :]
+    if out.size == 0:
+        return out
+    # Products a[:, kk] * b[kk] of a block of k at once, as (k, m, n), each an fp32 multiply (exact for
+    # bf16 operands in fp32's normal range); then one fp32 add (RNE) per k into the accumulator, in
+    # ascending k -- the fixed order is the point. Same operations, in the same order, as
+    # `for kk in range(k): out += a32[:, kk:kk+1] * b32[kk:kk+1, :]`, with fewer temporaries.
+    step = max(1, _PRODUCT_BLOCK // out.size)
+    at = a32.T
+    add = np.add
+    for k0 in range(0, k, step):
+        k1 = min(k0 + step, k)
+        for p in np.multiply(at[k0:k1, :, None], b32[k0:k1, None, :]):
+            add(out, p, out=out)
     return out
 
 
 def mmad_int32(acc: np.ndarray | None, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Return acc + a @ b with a, b int8 (or int4 values held in int8), accumulated exactly in int32.
 
-    Exactness: |a_ik * b_kj| <= 2^14, so the float64 matmul below is exact for k < 2^39 and the cast is
-    lossless; float64 BLAS is far faster than numpy's integer matmul and its summation order cannot
-    matter when every partial sum is an exactly representable integer.
+    Exactness: |a_ik * b_kj| <= 2^14 for int8 operands, so over a K chunk of at most 1024 every partial sum,
+    in any order, is an integer of magnitude <= 2^24: the float32 matmul of a chunk is exact. The chunks'
+    sums and acc are added in float64 (exact integers below 2^53) and the cast is lossless. Float BLAS is
+    far faster than numpy's integer matmul, and its summation order cannot matter when every partial sum
+    is exactly representable. Operands of other integer types take one float64 matmul (exact while
+    |a_ik * b_kj| * K < 2^53).
     """
-    a64 = np.asarray(a).astype(np.float64)
-    b64 = np.asarray(b).astype(np.float64)
-    prod = (a64 @ b64).astype(np.int64)
-    out = prod if acc is None else prod + np.asarray(acc, dtype=np.int64)
-    if out.size and (out.max() > np.iinfo(np.int32).max or out.min() < np.iinfo(np.int32).min):
+    a_, b_ = np.asarray(a), np.asarray(b)
+    m, k = a_.shape
+    k2, n = b_.shape
+    if k != k2:
+        raise ValueError(f"mmad: inner dimensions differ ({k} vs {k2})")
+    out = np.zeros((m, n), dtype=np.float64) if acc is None else np.array(acc, dtype=np.float64)
+    if a_.dtype == np.int8 and b_.dtype == np.int8:
+        for k0 in range(0, k, _INT8_CHUNK):
+            k1 = min(k0 + _INT8_CHUNK, k)
+            out += a_[:, k0:k1].astype(np.float32) @ b_[k0:k1].astype(np.float32)
+    else:
+        out += a_.astype(np.float64) @ b_.astype(np.float64)
+    if out.size and (out.max() > _I32.max or out.min() < _I32.min):
         raise OverflowError("mmad_int32: int32 accumulator overflow")
     return out.astype(np.int32)
+
+
+_INT8_CHUNK = 1024  # 128 * 128 * 1024 = 2^24: the longest K whose fp32 partial sums are all exact
+_I32 = np.iinfo(np.int32)
 
 
 def to_bf16(x: np.ndarray) -> np.ndarray:

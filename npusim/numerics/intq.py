@@ -17,7 +17,7 @@ import numpy as np
 from npusim.errors import NumericsError
 from npusim.numerics.checks import ACTIVATION_DTYPES, require_dtype, require_finite, require_multiple
 from npusim.numerics.cube import to_bf16
-from npusim.numerics.rounding import round_half_away
+from npusim.numerics.rounding import half_away_into
 
 INT_BITS = (8, 4)
 _SLAB_ELEMS = 1 << 16
@@ -48,21 +48,52 @@ class IntWeights:
 
     def values_fp64(self) -> np.ndarray:
         """The exact real values the codes stand for (q * s in float64 is exact)."""
-        return self.q.astype(np.float64) * self.scale_per_element().astype(np.float64)
+        return int_values_fp64(self.q, self.scale, self.group_k)
+
+
+def _check_scale(scale: np.ndarray, k: int, group_k: int | None) -> None:
+    if group_k is None:
+        if scale.ndim != 1:
+            raise NumericsError(f"per-channel scale must be 1-D (N,), got shape {scale.shape}")
+        return
+    require_multiple("K (tile rows)", k, group_k)
+    if scale.ndim != 2 or scale.shape[0] != k // group_k:
+        raise NumericsError(f"group scale for {k} rows in groups of {group_k} must have shape "
+                            f"({k // group_k}, N), got {scale.shape}")
 
 
 def expand_scale(scale: np.ndarray, k: int, group_k: int | None) -> np.ndarray:
     """Broadcast (N,) or (k // group_k, N) scales to k x N."""
     scale = np.asarray(scale)
+    _check_scale(scale, k, group_k)
     if group_k is None:
-        if scale.ndim != 1:
-            raise NumericsError(f"per-channel scale must be 1-D (N,), got shape {scale.shape}")
         return np.broadcast_to(scale[None, :], (k, scale.shape[0]))
-    require_multiple("K (tile rows)", k, group_k)
-    if scale.ndim != 2 or scale.shape[0] != k // group_k:
-        raise NumericsError(f"group scale for {k} rows in groups of {group_k} must have shape "
-                            f"({k // group_k}, N), got {scale.shape}")
     return np.repeat(scale, group_k, axis=0)
+
+
+def _scaled(q: np.ndarray, scale: np.ndarray, group_k: int | None, dtype: type) -> np.ndarray:
+    """dtype(q) * scale per element (one multiply in `dtype`), K x N, without a K x N copy of the scales.
+
+    The caller has checked the scale's shape (_check_scale) and that it covers q's N columns.
+    """
+    if group_k is None:
+        return np.multiply(q, scale[None, :], dtype=dtype)
+    k, n = q.shape
+    return np.multiply(q.reshape(k // group_k, group_k, n), scale[:, None, :], dtype=dtype).reshape(k, n)
+
+
+def int_values_fp64(q: np.ndarray, scale: np.ndarray, group_k: int | None) -> np.ndarray:
+    """q * s in float64, K x N: exact (<= 8-bit codes times fp32 scales), the real values the codes stand for.
+
+    The scales are cast to float64 before they meet the K x N codes, so only (N,) or (K / group, N) of them
+    are converted.
+    """
+    q = np.asarray(q)
+    s64 = np.asarray(scale).astype(np.float64)
+    _check_scale(s64, q.shape[0], group_k)
+    if s64.shape[-1] != q.shape[1]:
+        raise NumericsError(f"scales cover {s64.shape[-1]} columns, the codes have {q.shape[1]}")
+    return _scaled(q, s64, group_k, np.float64)
 
 
 def quantize_weights_int(w: np.ndarray, *, bits: int = 8, group_k: int | None = None,
@@ -81,23 +112,32 @@ def quantize_weights_int(w: np.ndarray, *, bits: int = 8, group_k: int | None = 
         if isinstance(group_k, bool) or not isinstance(group_k, int) or group_k <= 0:
             raise NumericsError(f"group_k must be a positive integer, got {group_k!r}")
         require_multiple(f"K of {name!r}", k, group_k)
-    w32 = w.astype(np.float32)  # exact for bf16 / fp16 / fp32
+    w32 = w.astype(np.float32, copy=False)  # exact for bf16 / fp16 / fp32
+    # max |w| as max(max w, -min w): the same value (negation is exact) without a |w| temporary; the
+    # outer abs turns an all-zero group's -0.0 into the +0.0 that abs gives.
     if group_k is None:
-        amax = np.abs(w32).max(axis=0) if k else np.zeros(n, np.float32)
+        if k:
+            amax = np.abs(np.maximum(w32.max(axis=0), -w32.min(axis=0)))
+        else:
+            amax = np.zeros(n, np.float32)
     else:
-        amax = np.abs(w32).reshape(k // group_k, group_k, n).max(axis=1)
+        g = w32.reshape(k // group_k, group_k, n)
+        amax = np.abs(np.maximum(g.max(axis=1), -g.min(axis=1)))
     scale = amax.astype(np.float32) / np.float32(top)
     # An all-zero group has w = 0, so dividing by 1 instead of 0 gives its q = 0.
     safe = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float64)
     q = np.empty((k, n), dtype=np.int8)
     step = group_k or 1
     rows = max(step, (_SLAB_ELEMS // max(n, 1)) // step * step)
+    quot, out, tmp = (np.empty((min(rows, k), n), dtype=np.float64) for _ in range(3))
     for r0 in range(0, k, rows):
         # Slabs of rows keep the float64 temporaries in cache (same result as one whole-tensor pass).
         r1 = min(r0 + rows, k)
         s_rows = safe[None, :] if group_k is None else np.repeat(safe[r0 // step:r1 // step], step, axis=0)
-        codes = round_half_away(w32[r0:r1].astype(np.float64) / s_rows)
-        q[r0:r1] = np.clip(codes, -top, top)
+        x = np.divide(w32[r0:r1], s_rows, out=quot[: r1 - r0])  # float64 quotient, one rounding
+        codes = half_away_into(x, out[: r1 - r0], tmp[: r1 - r0], signed_zero=False)
+        np.clip(codes, -top, top, out=codes)
+        q[r0:r1] = codes
     return IntWeights(q=q, scale=scale.astype(np.float32), bits=bits, group_k=group_k)
 
 
@@ -110,7 +150,8 @@ def dequant_int_tile(q_tile: np.ndarray, scale_tile: np.ndarray, group_k: int | 
     q = require_dtype("q_tile", q_tile, np.int8, ndim=2)
     s = require_dtype("scale_tile", scale_tile, np.float32)
     require_finite("scale_tile", s)
-    s_full = expand_scale(s, q.shape[0], group_k)
-    if s_full.shape != q.shape:
-        raise NumericsError(f"scale tile covers shape {s_full.shape}, weight tile is {q.shape}")
-    return to_bf16(q.astype(np.float32) * s_full)
+    k, n = q.shape
+    _check_scale(s, k, group_k)
+    if s.shape[-1] != n:
+        raise NumericsError(f"scale tile covers shape {(k, s.shape[-1])}, weight tile is {q.shape}")
+    return to_bf16(_scaled(q, s, group_k, np.float32))

@@ -32,15 +32,37 @@ def _chunked(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarra
     return out
 
 
-def _half_away(x: np.ndarray) -> np.ndarray:
-    r = np.rint(x)  # ties to even; x - rint(x) is exact, so a tie is recognised exactly
-    tie = np.abs(x - r) == 0.5
-    return np.where(tie, x + np.copysign(0.5, x), r)
+def half_away_into(x: np.ndarray, out: np.ndarray, tmp: np.ndarray, *, signed_zero: bool = True) -> np.ndarray:
+    """out = round_half_away(x) for finite float64 x, through two float64 buffers of x's shape (neither x).
+
+    t = trunc(x) and f = x - t are exact (|f| < 1); trunc(2 f) is +-1 exactly when |f| >= 1/2, so
+    t + trunc(2 f) is the nearest integer with ties away from zero, and the add is exact (t + 1 <= 2**52
+    whenever f != 0). The one zero whose sign that sum loses (x = -0.0) is restored by copysign unless
+    `signed_zero` is False (callers that store integer codes).
+    """
+    np.trunc(x, out=out)
+    np.subtract(x, out, out=tmp)
+    np.add(tmp, tmp, out=tmp)
+    np.trunc(tmp, out=tmp)
+    np.add(out, tmp, out=out)
+    if signed_zero:
+        np.copysign(out, x, out=out)
+    return out
 
 
 def round_half_away(x: np.ndarray) -> np.ndarray:
     """Nearest integer, ties away from zero, as float64 (exact for every float64 input)."""
-    return _chunked(_half_away, x)
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    src, dst = x.reshape(-1), out.reshape(-1)
+    tmp = np.empty(min(src.size, _CHUNK), dtype=np.float64)
+    for start in range(0, src.size, _CHUNK):
+        s = src[start : start + _CHUNK]
+        half_away_into(s, dst[start : start + _CHUNK], tmp[: s.size])
+    bad = ~np.isfinite(x)
+    if bad.any():
+        out[bad] = x[bad]  # +-Inf and NaN round to themselves (the sum above makes them NaN)
+    return out
 
 
 def round_to_minifloat(v: np.ndarray, *, mant_bits: int, min_normal_exp: int, max_value: float) -> np.ndarray:

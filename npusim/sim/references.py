@@ -7,14 +7,13 @@ from typing import Callable
 import numpy as np
 
 from npusim.numerics import reference as ref
-from npusim.numerics.intq import expand_scale
+from npusim.numerics.intq import int_values_fp64
 
 
 def gemm_fp64_int(x: np.ndarray, wq: np.ndarray, w_scale: np.ndarray, group_k: int | None = None,
                   **_: object) -> np.ndarray:
     """FP64 truth for integer weights: X @ (q x s), on the exact values the codes stand for."""
-    w = wq.astype(np.float64) * expand_scale(w_scale, wq.shape[0], group_k).astype(np.float64)
-    return np.asarray(x, dtype=np.float64) @ w
+    return np.asarray(x, dtype=np.float64) @ int_values_fp64(wq, w_scale, group_k)
 
 
 REFERENCES: dict[str, Callable[..., np.ndarray]] = {
