@@ -19,6 +19,7 @@ from npusim.cli.sweep_cmd import sweep_cmd
 from npusim.cli.trace_cmds import diff_cmd, inspect_cmd, plot_cmd
 from npusim.config import load_config, preset_paths
 from npusim.errors import NpusimError
+from npusim.sim.gc_pause import gc_paused
 from npusim.graph.io import load_graph, save_graph
 from npusim.kernels.gemm.quant import build_gemm
 
@@ -160,7 +161,10 @@ app.command("sweep")(sweep_cmd)
 
 def main() -> None:
     try:
-        app(prog_name="npusim")
+        # A command builds and simulates graphs of up to millions of small acyclic objects; the cyclic
+        # collector would re-traverse them all, repeatedly, for nothing (see npusim/sim/gc_pause.py).
+        with gc_paused():
+            app(prog_name="npusim")
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")
         sys.exit(130)

@@ -7,9 +7,9 @@ layer turns that into cycles.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class Pipe(StrEnum):
@@ -173,13 +173,15 @@ class GmRef:
     region: tuple[tuple[int, int], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Op:
+class Op(NamedTuple):
     """One hardware operation bound to one pipe of one unit.
 
     `deps` are data dependencies (read-after-write); `slot_deps` wait for a buffer slot to be free
     (write-after-read). Both delay the op identically; they differ in how a stall is attributed.
     Program order on a pipe is the order of ops in the graph.
+
+    A named tuple rather than a frozen dataclass: as immutable, and four times cheaper to build, which
+    matters at a few hundred thousand ops per graph.
     """
 
     name: str
@@ -204,7 +206,7 @@ class Op:
     vop: str | None = None
     elements: int = 0
     # What the op does to real numbers: {"fn": name, ...params}; None = timing only.
-    compute: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+    compute: dict[str, Any] | None = None
 
     @property
     def macs(self) -> int:
