@@ -17,14 +17,13 @@ import ml_dtypes
 BF16 = np.dtype(ml_dtypes.bfloat16)
 
 
-# Products per block of the k loop in mmad_fp32: about this many fp32 elements (~256 KiB) stay in cache.
-_PRODUCT_BLOCK = 1 << 16
-
-
 def mmad_fp32(acc: np.ndarray | None, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Return acc + a @ b with a (m x k) and b (k x n) in bf16, accumulated sequentially in fp32.
 
     `acc` is not modified; None means a zero accumulator (the mmad's "init" flag).
+
+    Every element gets exactly `for kk in range(k): out += a32[:, kk:kk+1] * b32[kk:kk+1, :]`: one fp32
+    multiply (exact for bf16 operands in fp32's normal range) and one fp32 add (RNE) per k, ascending k.
     """
     a32 = np.asarray(a).astype(np.float32, copy=False)
     b32 = np.asarray(b).astype(np.float32, copy=False)
@@ -33,20 +32,82 @@ def mmad_fp32(acc: np.ndarray | None, a: np.ndarray, b: np.ndarray) -> np.ndarra
     if k != k2:
         raise ValueError(f"mmad: inner dimensions differ ({k} vs {k2})")
     out = np.zeros((m, n), dtype=np.float32) if acc is None else np.array(acc, dtype=np.float32)
-    if out.size == 0:
+    if out.size == 0 or k == 0:
         return out
-    # Products a[:, kk] * b[kk] of a block of k at once, as (k, m, n), each an fp32 multiply (exact for
-    # bf16 operands in fp32's normal range); then one fp32 add (RNE) per k into the accumulator, in
-    # ascending k -- the fixed order is the point. Same operations, in the same order, as
-    # `for kk in range(k): out += a32[:, kk:kk+1] * b32[kk:kk+1, :]`, with fewer temporaries.
-    step = max(1, _PRODUCT_BLOCK // out.size)
+    if _REDUCE_MIN <= out.size <= _REDUCE_MAX and _REDUCE_SEQUENTIAL:
+        _accumulate_reduce(out, a32, b32)
+    else:
+        _accumulate_loop(out, a32, b32)
+    return out
+
+
+def _accumulate_loop(out: np.ndarray, a32: np.ndarray, b32: np.ndarray) -> None:
+    """out += a32[:, kk] * b32[kk] for kk ascending, one fp32 multiply and one in-place fp32 add per k."""
+    tmp = np.empty_like(out)
+    multiply, add = np.multiply, np.add
+    for col, row in zip(a32.T[:, :, None], b32):
+        multiply(col, row, out=tmp)
+        add(out, tmp, out=out)
+
+
+# Small accumulators (a Cube tile: 16 x 176 = 2816 elements) take the products of a block of k in one
+# multiply and the k adds in one reduction; large ones (a whole-tensor reference) the plain loop, which is
+# faster once one k step is big enough to hide the per-call cost.
+_REDUCE_MIN, _REDUCE_MAX = 16, 8192
+_REDUCE_BLOCK = 1 << 18  # fp32 elements of the (k block + 1) x m x n buffer (1 MiB)
+_NEG_ZERO = np.float32(-0.0)
+
+
+def _accumulate_reduce(out: np.ndarray, a32: np.ndarray, b32: np.ndarray) -> None:
+    """The loop's arithmetic with numpy running the k loop: P = [out, products of k0..k1-1] as one
+    C-contiguous (1 + kb, m, n) array, then np.add.reduce(P, axis=0, initial=-0.0, out=out).
+
+    Why that is the same sequence of fp32 operations: the reduced axis is the outermost, slowest axis, so
+    numpy's iterator makes the contiguous m x n axis the inner loop (m * n >= _REDUCE_MIN) and calls the
+    elementwise fp32 add once per k, in ascending order: out = ((-0.0 + P[0]) + P[1]) + ... , and
+    -0.0 + x is x for every x (the start value -0.0, unlike numpy's default 0.0, keeps an accumulator's
+    -0.0). Pairwise summation only happens when the reduced axis is the inner loop, which it is not here.
+    numpy does not promise this order in its documentation, so it is probed when this module is imported
+    (accumulations that any regrouping or reordering of the adds would change) and the loop is used if the
+    probe fails; tests/numerics/test_numerics_fast_paths.py checks both paths against the loop bit for bit.
+    """
+    m, n = out.shape
+    k = a32.shape[1]
+    step = max(1, _REDUCE_BLOCK // out.size - 1)
+    buf = np.empty((min(step, k) + 1, m, n), dtype=np.float32)
     at = a32.T
-    add = np.add
     for k0 in range(0, k, step):
         k1 = min(k0 + step, k)
-        for p in np.multiply(at[k0:k1, :, None], b32[k0:k1, None, :]):
-            add(out, p, out=out)
-    return out
+        p = buf[: k1 - k0 + 1]
+        p[0] = out
+        np.multiply(at[k0:k1, :, None], b32[k0:k1, None, :], out=p[1:])
+        np.add.reduce(p, axis=0, out=out, initial=_NEG_ZERO)
+
+
+def _probe_sequential_reduce() -> bool:
+    """True if _accumulate_reduce performs the adds one k at a time in ascending k (see its docstring)."""
+    m, n, k = 4, 8, 40
+    a = np.full((m, k), 2.0**-12, np.float32)
+    b = np.full((k, n), 2.0**-12, np.float32)
+    a[:, 0], a[:, -1] = 1.0, -1.0
+    b[0], b[-1] = 1.0, 1.0
+    # products 1, 2^-24 (38 times), -1 from 0: ascending k gives 1 (each 1 + 2^-24 is a tie that rounds
+    # back to 1), then 0. Any other grouping or order keeps some of the 38 * 2^-24.
+    out = np.zeros((m, n), np.float32)
+    _accumulate_reduce(out, a, b)
+    first = bool(np.all(out == 0.0))
+    # from acc = 1 with 40 products of 2^-24 (a and b all 2^-12): ascending adds keep exactly 1.
+    out = np.ones((m, n), np.float32)
+    _accumulate_reduce(out, np.full((m, k), 2.0**-12, np.float32), np.full((k, n), 2.0**-12, np.float32))
+    second = bool(np.all(out == 1.0))
+    # -0.0 plus products of -0.0 stays -0.0.
+    out = np.full((m, n), -0.0, np.float32)
+    _accumulate_reduce(out, np.full((m, k), -0.0, np.float32), np.ones((k, n), np.float32))
+    return first and second and bool(np.all(np.signbit(out)))
+
+
+_REDUCE_SEQUENTIAL = True
+_REDUCE_SEQUENTIAL = _probe_sequential_reduce()
 
 
 def mmad_int32(acc: np.ndarray | None, a: np.ndarray, b: np.ndarray) -> np.ndarray:

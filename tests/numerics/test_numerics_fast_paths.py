@@ -97,6 +97,39 @@ def test_mmad_fp32_rounds_every_step():
     assert mmad_fp32(None, a[:, order], b[order])[0, 0] == 2.0**-23
 
 
+@settings(max_examples=80, deadline=None)
+@given(m=st.integers(1, 40), k=st.integers(1, 90), n=st.integers(1, 300), seed=st.integers(0, 2**32 - 1))
+def test_both_accumulation_paths_are_the_loop(m, k, n, seed):
+    # The reduction path (small accumulators) and the loop path (large ones) on the same data, outside
+    # the size ranges mmad_fp32 picks them for, must both be the literal loop.
+    rng = np.random.default_rng(seed)
+    a32 = finite_bf16(rng, (m, k), seed % 2 == 0).astype(np.float32)
+    b32 = finite_bf16(rng, (k, n), seed % 3 == 0).astype(np.float32)
+    acc = rng.standard_normal((m, n), dtype=np.float32)
+    with np.errstate(all="ignore"):
+        want = mmad_fp32_literal(acc, a32, b32)
+        for path in (cube._accumulate_loop, cube._accumulate_reduce):
+            if path is cube._accumulate_reduce and m * n < cube._REDUCE_MIN:
+                continue
+            out = acc.copy()
+            path(out, a32, b32)
+            assert same_bits(out, want), path.__name__
+
+
+def test_reduction_path_is_in_use_and_keeps_negative_zero():
+    assert cube._REDUCE_SEQUENTIAL  # numpy reduces the outer axis one k at a time (import-time probe)
+    # An accumulator of -0.0 plus products of -0.0 stays -0.0 in the loop; a reduction starting from
+    # numpy's default 0.0 would give +0.0 (the reduction path starts from -0.0).
+    m, k, n = 4, 8, 16
+    acc = np.full((m, n), -0.0, np.float32)
+    acc[0, 0] = 1.0
+    a = to_bf16(np.full((m, k), -0.0, np.float32))
+    b = to_bf16(np.ones((k, n), np.float32))
+    out = mmad_fp32(acc, a, b)
+    assert same_bits(out, mmad_fp32_literal(acc, a, b))
+    assert np.signbit(out[1:]).all() and out[0, 0] == 1.0
+
+
 def test_mmad_fp32_does_not_touch_its_inputs():
     rng = np.random.default_rng(5)
     a, b = finite_bf16(rng, (4, 8), False), finite_bf16(rng, (8, 6), False)
