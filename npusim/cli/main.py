@@ -17,6 +17,7 @@ from npusim.cli.attention_cmds import compare_attention, run_attention
 from npusim.cli.model_cmds import crossover_app, verify_cmd
 from npusim.cli.sweep_cmd import sweep_cmd
 from npusim.cli.trace_cmds import diff_cmd, inspect_cmd, plot_cmd
+from npusim.cli.workload_cmds import run_workload
 from npusim.config import load_config, preset_paths
 from npusim.errors import NpusimError
 from npusim.sim.gc_pause import gc_paused
@@ -97,6 +98,9 @@ def run_graph(
     common.run_and_report(graph, cfg, seed=seed, trace=trace, json_out=json_out, numerics=not no_numerics)
 
 
+run_app.command("workload")(common.user_errors(run_workload))
+
+
 @compare_app.callback(invoke_without_command=True)
 @common.user_errors
 def compare_workload(
@@ -107,8 +111,11 @@ def compare_workload(
     passes: int = PASSES, hw: str = common.HW, overrides: Optional[list[str]] = common.SET,
     json_out: bool = common.JSON, numerics: bool = typer.Option(False, "--numerics", help="also check every output (slower)"),
     context: Optional[int] = typer.Option(None, "--context", help="attention context length in tokens (default: the workload's first)"),
+    layers: Optional[str] = typer.Option(None, "--layers", help="simulate every layer ('all') or the first N, "
+                                         "instead of each distinct shape once, multiplied (the default)"),
 ) -> None:
-    """With --workload: all GEMMs of a model layer, every method, totalled over the model."""
+    """With --workload: all GEMMs (and decode attention) of a model layer, every method, totalled over the
+    model: each distinct shape simulated once and multiplied, or with --layers every layer simulated."""
     if ctx.invoked_subcommand is not None:
         return
     if workload is None:
@@ -117,6 +124,17 @@ def compare_workload(
     from npusim.workloads.load import load_workload
     cfg = common.config(hw, overrides)
     err = Console(stderr=True)
+    progress = None if json_out else (lambda s: err.print(f"  {s}", style="dim"))
+    if layers is not None:
+        from npusim.cli.workload_cmds import render_compare_step
+        from npusim.workloads.step import compare_step
+        res = compare_step(cfg, load_workload(workload), phase, weights=weights, passes=passes, layers=layers,
+                           context=context, numerics=numerics, progress=progress)
+        if json_out:
+            sys.stdout.write(json.dumps(res, sort_keys=True) + "\n")
+        else:
+            render_compare_step(res, Console())
+        return
     res = run_workload_comparison(cfg, load_workload(workload), phase, weights=weights, passes=passes,
                                   numerics=numerics, context=context, progress=None if json_out else (lambda s: err.print(f"  {s}", style="dim")))
     if json_out:

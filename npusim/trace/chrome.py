@@ -15,11 +15,13 @@ from __future__ import annotations
 import json
 from typing import IO, Any, Iterable, Iterator
 
+import orjson
+
 from npusim import __version__
 from npusim.config.schema import HardwareConfig
 from npusim.graph.kernel_graph import KernelGraph
 from npusim.graph.ops import PIPES_OF, UnitKind
-from npusim.hw.records import OpRecord, WritebackRecord
+from npusim.hw.records import OpRecord, Recorder, WritebackRecord
 from npusim.io import atomic_open
 from npusim.trace.occupancy import buffer_occupancy
 
@@ -37,9 +39,29 @@ def unit_pid(core: int, unit: str) -> int:
     return 2 + 8 * core + (0 if unit == "aic" else 1 + int(unit[3:]))
 
 
+_TIDS = {kind: {p.value: 1 + i for i, p in enumerate(PIPES_OF[kind])} for kind in (UnitKind.AIC, UnitKind.AIV)}
+
+
 def pipe_tid(unit: str, pipe: str) -> int:
-    kind = UnitKind.AIC if unit == "aic" else UnitKind.AIV
-    return 1 + [p.value for p in PIPES_OF[kind]].index(pipe)
+    return _TIDS[UnitKind.AIC if unit == "aic" else UnitKind.AIV][pipe]
+
+
+def _write_events(fh: IO[str], events: Iterable[dict], first: bool) -> bool:
+    """Write events as comma-separated lines, in batches; return whether nothing has been written yet.
+
+    orjson rather than the json module: encoding is most of a trace's cost, and orjson is about 15x
+    faster on these small objects, with the same compact output."""
+    dumps = orjson.dumps
+    batch: list[bytes] = []
+    for ev in events:
+        batch.append(dumps(ev))
+        if len(batch) == 4096:
+            fh.write(("" if first else ",\n") + b",\n".join(batch).decode())
+            first, batch = False, []
+    if batch:
+        fh.write(("" if first else ",\n") + b",\n".join(batch).decode())
+        first = False
+    return first
 
 
 def trace_metadata(cfg: HardwareConfig, graph: KernelGraph, cycles: int, seed: int) -> dict[str, Any]:
@@ -56,9 +78,12 @@ def trace_metadata(cfg: HardwareConfig, graph: KernelGraph, cycles: int, seed: i
     }
 
 
-def _name_events(records: list[OpRecord]) -> Iterator[dict]:
-    seen_units = sorted({(r.core, r.unit) for r in records})
-    for core, unit in seen_units:
+def _name_events(records: list[OpRecord], memory: bool = True) -> Iterator[dict]:
+    return _unit_name_events(sorted({(r.core, r.unit) for r in records}), memory)
+
+
+def _unit_name_events(units: list[tuple[int, str]], memory: bool) -> Iterator[dict]:
+    for core, unit in units:
         pid = unit_pid(core, unit)
         label = "AIC" if unit == "aic" else f"AIV{unit[3:]}"
         yield {"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": f"core {core} {label}"}}
@@ -68,16 +93,17 @@ def _name_events(records: list[OpRecord]) -> Iterator[dict]:
             tid = pipe_tid(unit, pipe.value)
             yield {"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": pipe.value}}
             yield {"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": tid, "args": {"sort_index": tid}}
-    yield {"ph": "M", "name": "process_name", "pid": MEMORY_PID, "tid": 0, "args": {"name": "memory (HBM, L2)"}}
-    yield {"ph": "M", "name": "process_sort_index", "pid": MEMORY_PID, "tid": 0, "args": {"sort_index": 0}}
+    if memory:
+        yield {"ph": "M", "name": "process_name", "pid": MEMORY_PID, "tid": 0, "args": {"name": "memory (HBM, L2)"}}
+        yield {"ph": "M", "name": "process_sort_index", "pid": MEMORY_PID, "tid": 0, "args": {"sort_index": 0}}
 
 
-def _op_event(r: OpRecord) -> dict:
+def _op_event(r: OpRecord, index_offset: int = 0) -> dict:
     # args carry every field of the op record, so a trace alone rebuilds the run's records
     # (npusim.trace.read) and every report that is a function of them.
-    args: dict[str, Any] = {"op": r.index, "kind": r.kind, "ready": r.ready, "pipe_free": r.pipe_free}
+    args: dict[str, Any] = {"op": r.index + index_offset, "kind": r.kind, "ready": r.ready, "pipe_free": r.pipe_free}
     if r.blocker >= 0:
-        args.update(waited_on=r.blocker, waited_on_slot=r.blocker_is_slot, flag_cycles=r.latency)
+        args.update(waited_on=r.blocker + index_offset, waited_on_slot=r.blocker_is_slot, flag_cycles=r.latency)
     if r.kind == "dma":
         args.update(path=r.path, bytes=r.nbytes, role=r.role)
         if r.level:
@@ -90,11 +116,11 @@ def _op_event(r: OpRecord) -> dict:
             "tid": pipe_tid(r.unit, r.pipe), "ts": _us(r.start), "dur": _us(r.end - r.start), "args": args}
 
 
-def _flow_events(graph: KernelGraph, records: list[OpRecord]) -> Iterator[dict]:
-    """One s/f pair per dependency edge that crosses pipes or units (same-pipe edges are program order)."""
+def _flow_events(graph: KernelGraph, records: list[OpRecord], flow_id: int = 0) -> Iterator[dict]:
+    """One s/f pair per dependency edge that crosses pipes or units (same-pipe edges are program order);
+    ids count up from `flow_id` + 1."""
     by_index = {r.index: r for r in records}
     ops = graph.ops
-    flow_id = 0
     for r in records:
         op = ops[r.index]
         for d in (*op.deps, *op.slot_deps):
@@ -137,12 +163,12 @@ def bandwidth_series(records: Iterable[OpRecord], cycles: int, level: str,
     return width, [x / width for x in rd], [x / width for x in wr]
 
 
-def _bandwidth_events(records: list[OpRecord], cycles: int) -> Iterator[dict]:
+def _bandwidth_events(records: list[OpRecord], cycles: int, offset: int = 0) -> Iterator[dict]:
     for level in ("hbm", "l2"):
         width, rd, wr = bandwidth_series(records, cycles, level)
         for b, (r, w) in enumerate(zip(rd, wr)):
             yield {"ph": "C", "name": f"{level.upper()} bandwidth (B/cycle)", "pid": MEMORY_PID,
-                   "ts": _us(b * width), "args": {"read": round(r, 3), "write": round(w, 3)}}
+                   "ts": _us(offset + b * width), "args": {"read": round(r, 3), "write": round(w, 3)}}
 
 
 def iter_trace_events(cfg: HardwareConfig, graph: KernelGraph, records: list[OpRecord],
@@ -162,13 +188,62 @@ def write_trace(fh: IO[str], cfg: HardwareConfig, graph: KernelGraph, records: l
     meta["writebacks"] = [[w.cycle, w.nbytes, w.role, w.cause] for w in writebacks]
     fh.write(json.dumps(meta, sort_keys=True))
     fh.write(',\n"traceEvents": [\n')
-    first = True
-    for ev in iter_trace_events(cfg, graph, records, cycles):
-        if not first:
-            fh.write(",\n")
-        fh.write(json.dumps(ev, separators=(",", ":")))
-        first = False
+    _write_events(fh, iter_trace_events(cfg, graph, records, cycles), True)
     fh.write("\n]}\n")
+
+
+class TraceStream:
+    """One trace of many kernels run back to back (a model step), written as each kernel finishes, so
+    only one kernel's records are ever in memory. Kernel k's times are shifted by the cycles of the
+    kernels before it and its op indices by their op counts, so the file reads as one run; metadata
+    (with the total makespan) comes last, once it is known."""
+
+    def __init__(self, fh: IO[str], cfg: HardwareConfig):
+        self.fh, self.cfg = fh, cfg
+        self._seen_units: set = set()
+        self._ops = self._flows = 0
+        self._kernels: list[dict[str, Any]] = []
+        self._writebacks: list[list] = []
+        self._first = True
+        fh.write('{"displayTimeUnit": "ns",\n"traceEvents": [\n')
+
+    def _write(self, events: Iterable[dict]) -> None:
+        self._first = _write_events(self.fh, events, self._first)
+
+    def add_kernel(self, graph: KernelGraph, records: Recorder, cycles: int, *, cycles_offset: int,
+                   label: str = "") -> None:
+        off = cycles_offset
+        local = records.ops
+        shifted = [r._replace(start=r.start + off, end=r.end + off, ready=r.ready + off, pipe_free=r.pipe_free + off)
+                   for r in local]
+        units = sorted({(r.core, r.unit) for r in shifted} - self._seen_units)
+        self._write(_unit_name_events(units, memory=not self._seen_units))
+        self._seen_units.update(units)
+        self._write(_op_event(r, self._ops) for r in shifted)
+        n_flows = [0]
+
+        def flows():
+            for ev in _flow_events(graph, shifted, self._flows):
+                n_flows[0] += 1
+                yield ev
+        self._write(flows())
+        self._flows += n_flows[0] // 2
+        self._write(_occupancy_events(graph, shifted))
+        self._write(_bandwidth_events(local, cycles, off))
+        self._kernels.append({"label": label, "graph": graph.name, "kernel": graph.meta, "start_cycle": off,
+                              "cycles": cycles, "first_op": self._ops, "ops": len(graph.ops)})
+        self._writebacks += [[w.cycle + off, w.nbytes, w.role, w.cause] for w in records.writebacks]
+        self._ops += len(graph.ops)
+
+    def close(self, kernel: dict[str, Any], cycles: int, seed: int) -> None:
+        """Finish the file: the events list, then the metadata of the whole step."""
+        meta = {"generator": f"npusim {__version__}", "time_base": TIME_BASE, "cycle_ns": 1,
+                "clock_hz": self.cfg.chip.clock_hz, "makespan_cycles": cycles, "seed": seed,
+                "kernel": kernel, "graph": "step", "kernels": self._kernels, "config": self.cfg.to_data(),
+                "writebacks": self._writebacks}
+        self.fh.write('\n],\n"metadata": ')
+        self.fh.write(json.dumps(meta, sort_keys=True))
+        self.fh.write("}\n")
 
 
 def save_trace(path, cfg: HardwareConfig, graph: KernelGraph, records: list[OpRecord], cycles: int,

@@ -10,7 +10,7 @@ import tomllib
 from math import ceil
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from npusim.config.load import data_dir
 from npusim.errors import NpusimError
@@ -35,9 +35,13 @@ class GemmShape(_Strict):
     m_fraction: float = Field(default=1.0, gt=0, le=1,
                               description="share of the phase's tokens this GEMM sees (e.g. a routed expert)")
     layers: PositiveInt | None = Field(default=None, description="layers that have this GEMM (default: all)")
+    first_layer: int = Field(default=0, ge=0, description="index of the first layer that has it (0-based)")
 
     def m_for(self, tokens: int) -> int:
         return max(1, ceil(tokens * self.m_fraction))
+
+    def in_layer(self, layer: int, total: int) -> bool:
+        return _in_layer(self, layer, total)
 
 
 class AttentionShape(_Strict):
@@ -49,6 +53,14 @@ class AttentionShape(_Strict):
     latent: bool = Field(default=False, description="MLA: one latent cache shared by K and V")
     contexts: list[PositiveInt] = Field(min_length=1, description="context lengths (cached tokens) to study")
     layers: PositiveInt | None = Field(default=None, description="layers that have it (default: all)")
+    first_layer: int = Field(default=0, ge=0, description="index of the first layer that has it (0-based)")
+
+    def in_layer(self, layer: int, total: int) -> bool:
+        return _in_layer(self, layer, total)
+
+
+def _in_layer(part: GemmShape | AttentionShape, layer: int, total: int) -> bool:
+    return part.first_layer <= layer < part.first_layer + (part.layers or total - part.first_layer)
 
 
 class Workload(_Strict):
@@ -58,6 +70,16 @@ class Workload(_Strict):
     attention: list[AttentionShape] = Field(
         default=[], description="attention of one layer; in a decode phase (tokens <= 256) the batch is the "
                                 "phase's token count and each sequence has one query")
+
+    @model_validator(mode="after")
+    def _layers_fit(self) -> "Workload":
+        total = self.workload.layers
+        for part in (*self.gemm, *self.attention):
+            last = part.first_layer + (part.layers or total - part.first_layer)
+            if part.first_layer >= total or last > total:
+                raise ValueError(f"{part.name}: layers {part.first_layer}..{last - 1} are outside the model's "
+                                 f"{total} layers (0..{total - 1})")
+        return self
 
     def tokens(self, phase: str | None) -> tuple[str, int]:
         if phase is None:
