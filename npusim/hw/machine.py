@@ -78,52 +78,42 @@ class Machine:
         return makespan
 
     # ---- internals ----------------------------------------------------------------------------
-    def _plan(self, op_ids: list[int]) -> list[tuple]:
-        """Everything about a pipe's ops that does not depend on the run: dependency edges with their
-        flag latencies, the duration where it is static, the record's graph fields. Built once, so the
-        event loop does only the dynamic work."""
-        ops, cfg = self.graph.ops, self.cfg
+    def _pipe(self, key, op_ids: list[int]):
+        """The process of one pipe. What does not depend on the run (dependency edges with their flag
+        latencies, static durations, the record's graph fields) is worked out per op as it comes up;
+        everything else is the dynamic part of the model."""
+        env, end, start_of, ops, cfg = self.env, self.end, self.start, self.graph.ops, self.cfg
+        record = self.sink.op
+        new_record = tuple.__new__  # OpRecord is a NamedTuple: skip its keyword-taking __new__
         intra, cross = cfg.sync.intra_core_flag_cycles, cfg.sync.cross_core_flag_cycles
         durations = self._durations  # ops repeat a few shapes: one cost evaluation per shape
+        waiters, blocked = self._waiters, self._blocked
         mmad = OpKind.MMAD
-        plan = []
+        pipe_free = 0
         for i in op_ids:
             op = ops[i]
-            unit, pipe = op.unit, op.pipe
-            edges = []
-            # costs.flag_cycles, inlined: this loop runs once per edge of the graph
-            for slot, deps in ((False, op.deps), (True, op.slot_deps)):
-                for d in deps:
-                    dep = ops[d]
-                    same_unit = dep.unit is unit or dep.unit == unit
-                    edges.append((d, (0 if dep.pipe is pipe else intra) if same_unit else cross, slot))
-            kind, m, k, n = op.kind, op.m, op.k, op.n
+            unit, pipe, kind, m, k, n = op.unit, op.pipe, op.kind, op.m, op.k, op.n
             shape = (kind, op.path, op.nbytes, m, k, n, op.dtype, op.vop, op.elements)
             static = durations.get(shape, -1)
             if static == -1:
                 static = durations[shape] = self._static_duration(op)
-            # str enums are strs: records carry the members themselves (no .value lookups per op)
-            plan.append((i, op, edges, static, (
-                i, op.name, unit.core, unit.name, pipe, kind, op.path or "", op.nbytes, op.role or "",
-                m * k * n if kind is mmad else 0, op.dtype or "", op.vop or "", op.elements)))
-        return plan
-
-    def _pipe(self, key, op_ids: list[int]):
-        env, end, start_of, sink = self.env, self.end, self.start, self.sink
-        new_record = tuple.__new__  # OpRecord is a NamedTuple: skip its keyword-taking __new__
-        waiters = self._waiters
-        pipe_free = 0
-        for i, op, edges, static, fields in self._plan(op_ids):
             ready, blocker, latency, blocker_is_slot = 0, -1, 0, False
-            for d, lat, is_slot in edges:
-                e = end[d]
-                if e is None:
-                    self._blocked[key] = (i, d)
-                    yield self._event(d)
-                    del self._blocked[key]
+            for is_slot, deps in ((False, op.deps), (True, op.slot_deps)):
+                for d in deps:
                     e = end[d]
-                if e + lat > ready:
-                    ready, blocker, latency, blocker_is_slot = e + lat, d, lat, is_slot
+                    if e is None:
+                        blocked[key] = (i, d)
+                        yield self._event(d)
+                        del blocked[key]
+                        e = end[d]
+                    dep = ops[d]
+                    # costs.flag_cycles, inlined: this runs once per edge of the graph
+                    if dep.unit is unit or dep.unit == unit:
+                        lat = 0 if dep.pipe is pipe else intra
+                    else:
+                        lat = cross
+                    if e + lat > ready:
+                        ready, blocker, latency, blocker_is_slot = e + lat, d, lat, is_slot
             # Every end computed so far is >= the clock, so start >= env.now here.
             start = ready if ready > pipe_free else pipe_free
             if static is None:
@@ -138,8 +128,11 @@ class Machine:
             ev = waiters.pop(i, None)
             if ev is not None:
                 ev.succeed()
-            sink.op(new_record(OpRecord, fields + (start, finish, ready, pipe_free, blocker, blocker_is_slot,
-                                                   latency, level)))
+            # str enums are strs: records carry the members themselves (no .value lookups per op)
+            record(new_record(OpRecord, (
+                i, op.name, unit.core, unit.name, pipe, kind, op.path or "", op.nbytes, op.role or "",
+                m * k * n if kind is mmad else 0, op.dtype or "", op.vop or "", op.elements,
+                start, finish, ready, pipe_free, blocker, blocker_is_slot, latency, level)))
             pipe_free = finish
 
     def _event(self, i: int) -> simpy.Event:
