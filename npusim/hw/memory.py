@@ -92,6 +92,7 @@ class L2Cache:
         self._lines: OrderedDict[Hashable, list] = OrderedDict()  # key -> [nbytes, dirty, role]
         # (tensor, dim, region without dim) -> {key: interval along dim} of resident written tiles
         self._pieces: dict[tuple, dict] = {}
+        self._written: set[str] = set()  # tensors with a written tile indexed in _pieces at some point
 
     def read(self, key: Hashable) -> bool:
         line = self._lines.get(key)
@@ -99,6 +100,8 @@ class L2Cache:
             self._lines.move_to_end(key)
             return True
         tensor, region = key
+        if tensor not in self._written:
+            return False  # only written tiles are indexed by piece: a weight or input read misses here
         for d, (lo, hi) in enumerate(region):
             pieces = self._pieces.get((tensor, d, region[:d] + region[d + 1:]))
             if pieces and _covers(pieces.values(), lo, hi):
@@ -110,6 +113,8 @@ class L2Cache:
 
     def _index(self, key, add: bool) -> None:
         tensor, region = key
+        if add:
+            self._written.add(tensor)
         for d, iv in enumerate(region):
             idx = (tensor, d, region[:d] + region[d + 1:])
             if add:
