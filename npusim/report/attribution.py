@@ -33,10 +33,16 @@ def vector_side(causes: dict[str, int]) -> int:
     return sum(v for k, v in causes.items() if k.startswith("aiv.") or k.endswith(":workspace"))
 
 
+_CAUSES: dict[tuple, str] = {}  # a handful of distinct keys, asked for once per op walked
+
+
 def cause_of(r: OpRecord) -> str:
-    kind = "aic" if r.unit == "aic" else "aiv"
-    key = f"{kind}.{r.pipe.lower()}"
-    return f"{key}:{r.role}" if r.kind == "dma" and r.role else key
+    key = (r.unit == "aic", r.pipe, r.kind == "dma" and r.role)
+    cause = _CAUSES.get(key)
+    if cause is None:
+        unit = f"{'aic' if key[0] else 'aiv'}.{r.pipe.lower()}"
+        cause = _CAUSES[key] = f"{unit}:{r.role}" if key[2] else unit
+    return cause
 
 
 def _hbm_excess(cfg: HardwareConfig, r: OpRecord) -> int:
@@ -65,15 +71,6 @@ class Attribution:
                 self.prev_on_pipe[b.index] = a.index
         self._excess = {r.index: _hbm_excess(cfg, r) for r in records if r.level == "hbm"}
 
-    def _segments(self, r: OpRecord):
-        """(from, to, cause) pieces of op r's own execution."""
-        excess = self._excess.get(r.index, 0)
-        if excess:
-            yield r.start, r.end - excess, cause_of(r)
-            yield r.end - excess, r.end, "hbm"
-        else:
-            yield r.start, r.end, cause_of(r)
-
     def _predecessor(self, r: OpRecord):
         """(op it waited for, edge latency cause) or (None, None) if it started at the pipe's free time
         with nothing to wait for."""
@@ -89,10 +86,16 @@ class Attribution:
                 a = max(lo, r.end)
                 out[edge] += hi - a
                 hi = a
-            for s, e, cause in self._segments(r):
-                a, b = max(lo, s), min(hi, e)
+            # r's own execution: its pipe's work, then the part beyond its uncontended time, if any, as "hbm"
+            excess = self._excess.get(r.index, 0)
+            mid = r.end - excess
+            a, b = max(lo, r.start), min(hi, mid)
+            if b > a:
+                out[cause_of(r)] += b - a
+            if excess:
+                a, b = max(lo, mid), min(hi, r.end)
                 if b > a:
-                    out[cause] += b - a
+                    out["hbm"] += b - a
             hi = min(hi, r.start)
             r, edge = self._predecessor(r)
         if hi > lo:
