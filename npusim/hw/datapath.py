@@ -37,6 +37,7 @@ def _region(region) -> tuple[slice, ...]:
 
 
 InitFn = Callable[[Tensor, dict, "Inputs"], np.ndarray]
+_RANDOM_SLAB = 1 << 18  # float32 elements generated at a time when a normal tensor is cast on the fly
 INITS: dict[str, InitFn] = {}
 
 
@@ -59,22 +60,42 @@ class Inputs:
     def rng(self, key: str) -> np.random.Generator:
         return np.random.default_rng([self.seed, zlib.crc32(key.encode())])
 
-    def random(self, key: str, shape: tuple[int, ...], spec: dict) -> np.ndarray:
+    def random(self, key: str, shape: tuple[int, ...], spec: dict, dtype: np.dtype | None = None) -> np.ndarray:
+        """The random tensor of `key` (float32 for normal / uniform, int64 for randint), or cast to `dtype`.
+
+        A normal tensor cast to another dtype is generated and cast a slab of leading rows at a time: the
+        generator draws the same stream whatever the sizes of the successive calls (tested), so the values
+        are those of one call followed by one cast, without a float32 copy of the whole tensor.
+        """
         kind = spec.get("kind", "normal")
         rng = self.rng(key)
         if kind == "normal":
-            data = rng.standard_normal(shape, dtype=np.float32)
-            std = np.float32(spec.get("std", 1.0))
-            if std != 1:
-                data *= std  # in place: the same fp32 products as `data * std`, without a second array
-            for col, factor in (spec.get("outlier_channels") or {}).items():
-                data[..., int(col)] *= np.float32(factor)
-            return data
+            dt = np.dtype(np.float32 if dtype is None else dtype)
+            if dt == np.float32 or len(shape) < 2:
+                return self._normal(rng, tuple(shape), spec).astype(dt, copy=False)
+            out = np.empty(shape, dtype=dt)
+            step = max(1, _RANDOM_SLAB // max(1, int(np.prod(shape[1:]))))
+            for r0 in range(0, shape[0], step):
+                r1 = min(r0 + step, shape[0])
+                out[r0:r1] = self._normal(rng, (r1 - r0,) + tuple(shape[1:]), spec)
+            return out
         if kind == "uniform":
-            return rng.uniform(spec.get("low", -1.0), spec.get("high", 1.0), shape).astype(np.float32)
-        if kind == "randint":
-            return rng.integers(spec["low"], spec["high"], shape, endpoint=True)
-        raise GraphError(f"unknown random init kind {kind!r} (normal, uniform, randint)")
+            data = rng.uniform(spec.get("low", -1.0), spec.get("high", 1.0), shape).astype(np.float32)
+        elif kind == "randint":
+            data = rng.integers(spec["low"], spec["high"], shape, endpoint=True)
+        else:
+            raise GraphError(f"unknown random init kind {kind!r} (normal, uniform, randint)")
+        return data if dtype is None else data.astype(dtype)
+
+    @staticmethod
+    def _normal(rng: np.random.Generator, shape: tuple[int, ...], spec: dict) -> np.ndarray:
+        data = rng.standard_normal(shape, dtype=np.float32)
+        std = np.float32(spec.get("std", 1.0))
+        if std != 1:
+            data *= std  # in place: the same fp32 products as `data * std`, without a second array
+        for col, factor in (spec.get("outlier_channels") or {}).items():
+            data[..., int(col)] *= np.float32(factor)
+        return data
 
     def tensor(self, t: Tensor) -> np.ndarray:
         spec = t.init or {"kind": "zeros"}
@@ -84,7 +105,7 @@ class Inputs:
         if kind in INITS:
             return np.asarray(INITS[kind](t, spec, self))
         if kind in ("normal", "uniform", "randint"):
-            return self.random(t.name, t.shape, spec).astype(np_dtype(t.dtype))
+            return self.random(t.name, t.shape, spec, np_dtype(t.dtype))
         raise GraphError(f"tensor {t.name!r}: unknown init kind {kind!r} "
                          f"(zeros, normal, uniform, randint, {', '.join(INITS)})")
 

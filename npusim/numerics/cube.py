@@ -26,28 +26,38 @@ def mmad_fp32(acc: np.ndarray | None, a: np.ndarray, b: np.ndarray) -> np.ndarra
     multiply (exact for bf16 operands in fp32's normal range) and one fp32 add (RNE) per k, ascending k.
     """
     a32 = np.asarray(a).astype(np.float32, copy=False)
-    b32 = np.asarray(b).astype(np.float32, copy=False)
+    b = np.asarray(b)
     m, k = a32.shape
-    k2, n = b32.shape
+    k2, n = b.shape
     if k != k2:
         raise ValueError(f"mmad: inner dimensions differ ({k} vs {k2})")
     out = np.zeros((m, n), dtype=np.float32) if acc is None else np.array(acc, dtype=np.float32)
     if out.size == 0 or k == 0:
         return out
     if _REDUCE_MIN <= out.size <= _REDUCE_MAX and _REDUCE_SEQUENTIAL:
-        _accumulate_reduce(out, a32, b32)
+        _accumulate_reduce(out, a32, b.astype(np.float32, copy=False))
     else:
-        _accumulate_loop(out, a32, b32)
+        _accumulate_loop(out, a32, b)
     return out
 
 
-def _accumulate_loop(out: np.ndarray, a32: np.ndarray, b32: np.ndarray) -> None:
-    """out += a32[:, kk] * b32[kk] for kk ascending, one fp32 multiply and one in-place fp32 add per k."""
+def _accumulate_loop(out: np.ndarray, a32: np.ndarray, b: np.ndarray) -> None:
+    """out += a32[:, kk] * b[kk] for kk ascending, one fp32 multiply and one in-place fp32 add per k.
+
+    b is converted to fp32 (exactly, from bf16) a block of rows at a time, so a whole-tensor reference
+    never holds a K x N fp32 copy of its weights.
+    """
     tmp = np.empty_like(out)
     multiply, add = np.multiply, np.add
-    for col, row in zip(a32.T[:, :, None], b32):
-        multiply(col, row, out=tmp)
-        add(out, tmp, out=out)
+    rows = max(1, _CONVERT_BLOCK // out.shape[1])
+    for k0 in range(0, b.shape[0], rows):
+        b32 = b[k0:k0 + rows].astype(np.float32, copy=False)
+        for col, row in zip(a32.T[k0:k0 + rows, :, None], b32):
+            multiply(col, row, out=tmp)
+            add(out, tmp, out=out)
+
+
+_CONVERT_BLOCK = 1 << 18  # fp32 elements of b converted at a time by the loop (1 MiB)
 
 
 # Small accumulators (a Cube tile: 16 x 176 = 2816 elements) take the products of a block of k in one

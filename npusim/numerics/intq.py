@@ -147,6 +147,13 @@ def dequant_int_tile(q_tile: np.ndarray, scale_tile: np.ndarray, group_k: int | 
     q_tile is k_t x n_t int8; scale_tile is (n_t,) per channel or (k_t // group_k, n_t) per group (the tile
     must start on a group boundary). Elementwise, so any tiling of K and N gives the same bits.
     """
+    q, s = check_dequant_int(q_tile, scale_tile, group_k)
+    return to_bf16(_scaled(q, s, group_k, np.float32))
+
+
+def check_dequant_int(q_tile: np.ndarray, scale_tile: np.ndarray, group_k: int | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """The checks of dequant_int_tile (dtypes, finite scales, shapes); returns (codes, scales) as arrays."""
     q = require_dtype("q_tile", q_tile, np.int8, ndim=2)
     s = require_dtype("scale_tile", scale_tile, np.float32)
     require_finite("scale_tile", s)
@@ -154,4 +161,4 @@ def dequant_int_tile(q_tile: np.ndarray, scale_tile: np.ndarray, group_k: int | 
     _check_scale(s, k, group_k)
     if s.shape[-1] != n:
         raise NumericsError(f"scale tile covers shape {(k, s.shape[-1])}, weight tile is {q.shape}")
-    return to_bf16(_scaled(q, s, group_k, np.float32))
+    return q, s

@@ -7,7 +7,7 @@ import numpy as np
 from npusim.errors import NumericsError
 from npusim.numerics import checks
 from npusim.numerics.cube import add_fp32, mmad_fp32, mmad_int32, mmad_mx_fp32, to_bf16
-from npusim.numerics.intq import dequant_int_tile
+from npusim.numerics.intq import check_dequant_int, dequant_int_tile
 from npusim.numerics.msd import (
     msd_apply_scales, msd_combine_passes, msd_decompose, msd_row_scale, msd_stack, msd_unstack,
     require_int32_safe, row_absmax,
@@ -27,7 +27,30 @@ def gemm_native_bf16(x: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 def gemm_fp64(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """FP64 ground truth of X @ W on the exact values of the (already quantized) inputs."""
-    return np.asarray(x, dtype=np.float64) @ np.asarray(w, dtype=np.float64)
+    x, w = np.asarray(x), np.asarray(w)
+    if x.ndim != 2 or w.ndim != 2:
+        return x.astype(np.float64) @ w.astype(np.float64)
+    return matmul_fp64_columns(x.astype(np.float64), lambda c0, c1: w[:, c0:c1].astype(np.float64), w.shape[1])
+
+
+_TRUTH_BLOCK = 1 << 18  # float64 weight elements per block of columns of the FP64 truths (2 MiB)
+
+
+def matmul_fp64_columns(x64: np.ndarray, w_cols, n: int) -> np.ndarray:
+    """x64 @ W (float64) for K x n weights made a block of columns at a time, W[:, c0:c1] = w_cols(c0, c1).
+
+    The column blocks keep the float64 weights in cache instead of a K x N float64 temporary. Each output
+    column is the same dot products as in one matmul (BLAS computes the columns of C independently:
+    bit-identical to the whole-tensor product with the OpenBLAS numpy ships, and within a few ulps with
+    any BLAS), which is all an FP64 ground truth needs.
+    """
+    m, k = x64.shape
+    out = np.empty((m, n), dtype=np.float64)
+    step = max(1, _TRUTH_BLOCK // max(1, k))
+    for c0 in range(0, n, step):
+        c1 = min(c0 + step, n)
+        out[:, c0:c1] = x64 @ w_cols(c0, c1)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -64,6 +87,21 @@ def _chain(parts) -> np.ndarray:
     return acc
 
 
+_BLOCK_ELEMS = 1 << 20  # weight elements dequantized at a time by the dequant references
+
+
+def _mmad_row_blocks(xb: np.ndarray, a: int, b: int, n: int, w_rows, align: int) -> np.ndarray:
+    """mmad_fp32(None, xb[:, a:b], W[a:b]) for K x n weights whose bf16 rows W[r0:r1] = w_rows(r0, r1) are
+    made a block of rows at a time (blocks start on multiples of `align` from a). Chaining the accumulator
+    through the blocks is the same per-k fp32 sequence as one call (cube.mmad_fp32), so the bits are the
+    same, and the dequantized weights are never a K x N temporary."""
+    rows = max(align, _BLOCK_ELEMS // max(1, n) // align * align)
+    acc = None
+    for r0 in range(a, b, rows):
+        acc = mmad_fp32(acc, xb[:, r0:min(r0 + rows, b)], w_rows(r0, min(r0 + rows, b)))
+    return np.zeros((xb.shape[0], n), dtype=np.float32) if acc is None else acc
+
+
 def _shapes(x: np.ndarray, w: np.ndarray, what: str) -> tuple[int, int, int]:
     if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0]:
         raise NumericsError(f"{what}: X {x.shape} and W {w.shape} are not M x K and K x N")
@@ -90,11 +128,16 @@ def gemm_dequant_int(x: np.ndarray, wq: np.ndarray, w_scale: np.ndarray, *, grou
     """
     checks.require_out(out)
     xb = checks.require_dtype("x", x, checks.BF16, ndim=2)
-    _, k, _ = _shapes(xb, np.asarray(wq), "gemm_dequant_int")
+    _, k, n = _shapes(xb, np.asarray(wq), "gemm_dequant_int")
     checks.require_finite("x", xb)
     slices = k_slices(k, k_tile, group_k or 1)
-    w_bf16 = dequant_int_tile(wq, w_scale, group_k)
-    return _finish(_chain(mmad_fp32(None, xb[:, a:b], w_bf16[a:b]) for a, b in slices), out)
+    wq, w_scale = check_dequant_int(wq, w_scale, group_k)  # the whole tensor's errors, before any block
+
+    def w_rows(r0, r1):
+        return dequant_int_tile(wq[r0:r1], w_scale if group_k is None else w_scale[r0 // group_k:r1 // group_k],
+                                group_k)
+
+    return _finish(_chain(_mmad_row_blocks(xb, a, b, n, w_rows, group_k or 1) for a, b in slices), out)
 
 
 def gemm_dequant_mx(x: np.ndarray, w_elems: np.ndarray, w_scales: np.ndarray, *, k_tile: int | None = None,
@@ -103,11 +146,15 @@ def gemm_dequant_mx(x: np.ndarray, w_elems: np.ndarray, w_scales: np.ndarray, *,
     checks.require_out(out)
     xb = checks.require_dtype("x", x, checks.BF16, ndim=2)
     require_mx_weights(w_elems, w_scales)
-    _, k, _ = _shapes(xb, np.asarray(w_elems), "gemm_dequant_mx")
+    _, k, n = _shapes(xb, np.asarray(w_elems), "gemm_dequant_mx")
     checks.require_finite("x", xb)
     slices = k_slices(k, k_tile, MX_BLOCK)
-    w_bf16 = dequant_mx_tile(w_elems, w_scales, axis=0)
-    return _finish(_chain(mmad_fp32(None, xb[:, a:b], w_bf16[a:b]) for a, b in slices), out)
+    el, sc = np.asarray(w_elems), np.asarray(w_scales)
+
+    def w_rows(r0, r1):
+        return dequant_mx_tile(el[r0:r1], sc[r0 // MX_BLOCK:r1 // MX_BLOCK], axis=0)
+
+    return _finish(_chain(_mmad_row_blocks(xb, a, b, n, w_rows, MX_BLOCK) for a, b in slices), out)
 
 
 def gemm_msd_int8(x: np.ndarray, wq: np.ndarray, w_scale: np.ndarray, *, passes: int = 2,
@@ -175,5 +222,5 @@ def gemm_mx_direct(x: np.ndarray, w_elems: np.ndarray, w_scales: np.ndarray, *, 
 
 __all__ = [
     "gemm_native_bf16", "gemm_fp64", "gemm_bf16", "gemm_dequant_int", "gemm_dequant_mx", "gemm_msd_int8",
-    "gemm_msd_mx", "gemm_mx_direct", "k_slices",
+    "gemm_msd_mx", "gemm_mx_direct", "k_slices", "matmul_fp64_columns",
 ]

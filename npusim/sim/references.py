@@ -13,7 +13,10 @@ from npusim.numerics.intq import int_values_fp64
 def gemm_fp64_int(x: np.ndarray, wq: np.ndarray, w_scale: np.ndarray, group_k: int | None = None,
                   **_: object) -> np.ndarray:
     """FP64 truth for integer weights: X @ (q x s), on the exact values the codes stand for."""
-    return np.asarray(x, dtype=np.float64) @ int_values_fp64(wq, w_scale, group_k)
+    wq, w_scale = np.asarray(wq), np.asarray(w_scale)
+    return ref.matmul_fp64_columns(np.asarray(x, dtype=np.float64),
+                                   lambda c0, c1: int_values_fp64(wq[:, c0:c1], w_scale[..., c0:c1], group_k),
+                                   wq.shape[1])
 
 
 REFERENCES: dict[str, Callable[..., np.ndarray]] = {

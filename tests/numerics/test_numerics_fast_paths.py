@@ -266,3 +266,73 @@ def test_dequant_tile_and_fp64_values_match_their_definitions(group_k):
     assert same_bits(iw.values_fp64(), want64)
     x = to_bf16(rng.standard_normal((4, 128), dtype=np.float32))
     assert same_bits(gemm_fp64_int(x, iw.q, iw.scale, group_k), x.astype(np.float64) @ want64)
+
+
+# ---- references computed a block of weight rows at a time ---------------------------------------------
+
+@pytest.mark.parametrize("k_tile", [None, 256])
+@pytest.mark.parametrize("group_k", [None, 128])
+def test_dequant_references_in_row_blocks_are_the_whole_tensor_ones(monkeypatch, k_tile, group_k):
+    from npusim.numerics import reference as ref
+    from npusim.numerics.mx import dequant_mx_tile, quantize_mx
+
+    rng = np.random.default_rng(31)
+    m, k, n = 5, 640, 96
+    x = to_bf16(rng.standard_normal((m, k), dtype=np.float32))
+    w = rng.standard_normal((k, n), dtype=np.float32)
+    iw = quantize_weights_int(w, bits=8, group_k=group_k)
+    mx = quantize_mx(w, "mxfp4", axis=0)
+
+    def whole_int(out):  # the definition: dequantize all of W, then one mmad per K slice
+        wb = dequant_int_tile(iw.q, iw.scale, group_k)
+        parts = [mmad_fp32_literal(None, x[:, a:b], wb[a:b]) for a, b in ref.k_slices(k, k_tile)]
+        return parts
+
+    def whole_mx():
+        wb = dequant_mx_tile(mx.elems, mx.scales, axis=0)
+        return [mmad_fp32_literal(None, x[:, a:b], wb[a:b]) for a, b in ref.k_slices(k, k_tile)]
+
+    def chain(parts, out):
+        acc = parts[0]
+        for p in parts[1:]:
+            acc = acc + p
+        return to_bf16(acc) if out == "bf16" else acc
+
+    for block in (1 << 20, 128 * n, 64 * n + 5):  # one block, several, and a size that is no multiple
+        monkeypatch.setattr(ref, "_BLOCK_ELEMS", block)
+        for out in ("bf16", "fp32"):
+            got = ref.gemm_dequant_int(x, iw.q, iw.scale, group_k=group_k, k_tile=k_tile, out=out)
+            assert same_bits(got, chain(whole_int(out), out))
+            got = ref.gemm_dequant_mx(x, mx.elems, mx.scales, k_tile=k_tile, out=out)
+            assert same_bits(got, chain(whole_mx(), out))
+
+
+# ---- FP64 truths in column blocks, random inputs in slabs ------------------------------------------------
+
+def test_fp64_truths_in_column_blocks(monkeypatch):
+    from npusim.numerics import reference as ref
+
+    rng = np.random.default_rng(41)
+    x = to_bf16(rng.standard_normal((7, 300), dtype=np.float32))
+    w = to_bf16(rng.standard_normal((300, 130), dtype=np.float32))
+    iw = quantize_weights_int(rng.standard_normal((300, 130), dtype=np.float32))
+    want = x.astype(np.float64) @ w.astype(np.float64)
+    want_int = x.astype(np.float64) @ (iw.q.astype(np.float64) * iw.scale.astype(np.float64))
+    for block in (1 << 18, 300 * 16, 300 * 7 + 1, 1):
+        monkeypatch.setattr(ref, "_TRUTH_BLOCK", block)
+        # Column blocks of the same BLAS matmul: the same dot products (a BLAS may differ in the last ulp).
+        np.testing.assert_allclose(ref.gemm_fp64(x, w), want, rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(gemm_fp64_int(x, iw.q, iw.scale), want_int, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("shape", [(300, 77), (5, 3), (1, 1000), (2, 3, 4), (9,), (0, 4)])
+@pytest.mark.parametrize("spec", [{"kind": "normal"}, {"kind": "normal", "std": 0.3, "outlier_channels": {"2": 50.0}}])
+def test_random_normal_cast_in_slabs_is_one_draw_then_one_cast(monkeypatch, shape, spec):
+    import npusim.hw.datapath as datapath
+
+    monkeypatch.setattr(datapath, "_RANDOM_SLAB", 7)  # many slabs, of odd sizes
+    inputs = datapath.Inputs(seed=11)
+    whole = inputs.random("w", shape, spec)  # float32, one draw
+    assert whole.dtype == np.float32
+    for dt in (BF16, np.dtype(np.float16), np.dtype(np.float32)):
+        assert same_bits(inputs.random("w", shape, spec, dt), whole.astype(dt))
