@@ -9,6 +9,7 @@ Compute functions are registered by name; the graph names them in `op.compute["f
 
 from __future__ import annotations
 
+import functools
 import zlib
 from typing import Callable
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from npusim.errors import GraphError
 from npusim.graph.kernel_graph import KernelGraph
-from npusim.graph.ops import Op, Tensor
+from npusim.graph.ops import Op, Path, Tensor
 from npusim.numerics.cube import mmad_fp32, mmad_int32
 from npusim.numerics.dtypes import np_dtype
 
@@ -32,8 +33,16 @@ def register(name: str) -> Callable[[ComputeFn], ComputeFn]:
     return deco
 
 
-def _region(region) -> tuple[slice, ...]:
+@functools.lru_cache(maxsize=1 << 16)
+def _region_cached(region: tuple[tuple[int, int], ...]) -> tuple[slice, ...]:
     return tuple(slice(a, b) for a, b in region)
+
+
+def _region(region) -> tuple[slice, ...]:
+    try:
+        return _region_cached(region)  # GM regions are tuples: built once per distinct region
+    except TypeError:  # a list (e.g. a "sub" read from JSON)
+        return tuple(slice(a, b) for a, b in region)
 
 
 InitFn = Callable[[Tensor, dict, "Inputs"], np.ndarray]
@@ -166,24 +175,32 @@ def _copy(dp: Datapath, op: Op, spec: dict) -> dict[str, np.ndarray]:
     slot of that shape. A GM destination takes the region's shape.
     """
     # a vector "copy" (op.path is None) moves between two UB slots
-    if op.path is not None and op.path.reads_gm:
+    path = op.path
+    if path is not None and _READS_GM[path]:
         src = dp.gm[op.gm.tensor][_region(op.gm.region)]
     else:
         src = dp.read_slot(op, op.reads[0])
-    if "view" in spec:
-        src = src.reshape(spec["view"])
-    if "sub" in spec:
-        src = src[_region(spec["sub"])]
-    if "reshape" in spec:
-        src = src.reshape(spec["reshape"])
-    if "cast" in spec:
-        src = src.astype(np_dtype(spec["cast"]))
-    data = np.array(src, copy=True)
-    if op.path is not None and op.path.writes_gm:
+    fresh = False
+    if len(spec) > 1:  # anything besides "fn"
+        if "view" in spec:
+            src = src.reshape(spec["view"])
+        if "sub" in spec:
+            src = src[_region(spec["sub"])]
+        if "reshape" in spec:
+            src = src.reshape(spec["reshape"])
+        if "cast" in spec:
+            src, fresh = src.astype(np_dtype(spec["cast"])), True
+    # A snapshot: the source region or slot may be overwritten before this op's result is committed.
+    data = src if fresh else np.array(src, copy=True)
+    if path is not None and _WRITES_GM[path]:
         return {"gm:": data}
     if "dst_sub" in spec:
         return {"sub:" + op.writes[0]: (spec["dst_sub"], spec["dst_shape"], data)}
     return {op.writes[0]: data}
+
+
+_READS_GM = {p: p.reads_gm for p in Path}
+_WRITES_GM = {p: p.writes_gm for p in Path}
 
 
 @register("mmad")

@@ -27,7 +27,8 @@ def _init_quant_int(t: Tensor, spec: dict, inputs: Inputs) -> np.ndarray:
         w = inputs.random(spec["source"], (k, n), {"kind": "normal", "std": spec.get("std", 1.0)})
         inputs.cache[key] = quantize_weights_int(w, bits=spec["bits"], group_k=spec.get("group_k"))
     qw = inputs.cache[key]
-    return (qw.q if spec["part"] == "q" else qw.scale).astype(np_dtype(t.dtype))
+    # No copy when the dtype already matches: this run's GM tensor and the cache share the array.
+    return (qw.q if spec["part"] == "q" else qw.scale).astype(np_dtype(t.dtype), copy=False)
 
 
 @register("dequant_int")
