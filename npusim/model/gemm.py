@@ -249,18 +249,22 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
                         a_reload = gm.read(Path.GM_TO_L1, xb, True)
                     if not l2:
                         aic.hbm.add(xb)
-                if direct or (ka, c0) not in produced:
+                # the AIV pieces of this chunk (quant.dequant_pieces), each produced once per column tile
+                for pa, pb in quant.dequant_pieces(plan, ka, kb, group_k):
+                    if not direct and (pa, c0) in produced:
+                        continue
+                    pk = pb - pa
                     ai = chunk_no % n_aiv
                     a = aivs[ai]
                     chunk_no += 1
-                    q_hit = l2 and (ka, c0) in wq_seen
-                    wq_seen.add((ka, c0))
-                    s_rows = 1 if group_k is None else ceil(kb / group_k) - ka // group_k
-                    s_key = (c0,) if group_k is None else (ka // group_k, c0)
+                    q_hit = l2 and (pa, c0) in wq_seen
+                    wq_seen.add((pa, c0))
+                    s_rows = 1 if group_k is None else ceil(pb / group_k) - pa // group_k
+                    s_key = (c0,) if group_k is None else (pa // group_k, c0)
                     s_hit = l2 and s_key in ws_seen
                     ws_seen.add(s_key)
-                    tr.rd(R.WEIGHT, kt * nt, q_hit)
-                    loads = [(kt * nt, q_hit)]
+                    tr.rd(R.WEIGHT, pk * nt, q_hit)
+                    loads = [(pk * nt, q_hit)]
                     if group_k is not None or ws_in_ub[ai] != (c0, c1):
                         ws_in_ub[ai] = (c0, c1)
                         tr.rd(R.WEIGHT_SCALE, 4 * nt * s_rows, s_hit)
@@ -270,17 +274,17 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
                             a["mte2"].add(gm.read(Path.GM_TO_UB, nb, True))
                         else:
                             a["mte2"].add_miss(gm.miss(Path.GM_TO_UB, nb, n_aiv * len(per_core)))
-                    aic.hbm.add(((0 if q_hit else kt * nt) + (0 if s_hit else 4 * nt * s_rows)))
-                    a["vector"].add(program_cycles(cfg, steps, kt * nt))
+                    aic.hbm.add(((0 if q_hit else pk * nt) + (0 if s_hit else 4 * nt * s_rows)))
+                    a["vector"].add(program_cycles(cfg, steps, pk * nt))
                     if direct:
-                        handoff = gm.on_chip(Path.UB_TO_L1, kt * nt * 2)
+                        handoff = gm.on_chip(Path.UB_TO_L1, pk * nt * 2)
                         a["mte3"].add(handoff)
                     else:
-                        produced.add((ka, c0))
-                        tr.wr(R.WORKSPACE, kt * nt * 2)
-                        a["mte3"].add(gm.write(Path.UB_TO_GM, kt * nt * 2))
+                        produced.add((pa, c0))
+                        tr.wr(R.WORKSPACE, pk * nt * 2)
+                        a["mte3"].add(gm.write(Path.UB_TO_GM, pk * nt * 2))
                         if not l2:
-                            aic.hbm.add(kt * nt * 2)
+                            aic.hbm.add(pk * nt * 2)
                 if not direct:
                     tr.rd(R.WORKSPACE, kt * nt * 2, True)
                     mte2 += gm.read(Path.GM_TO_L1, kt * nt * 2, True)
@@ -316,7 +320,8 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
     return finish("gemm", "dequant", cfg, {"m": m, "k": k, "n": n}, [("gemm", pt)], tr,
                   tiles=ntiles, items=items, core=core,
                   plan={"tiling": _tiling(t), "handoff": "ub_to_l1" if direct else "gm_workspace",
-                        "a_resident_in_l1": resident, "l1_weight_buffers": b_buffers})
+                        "a_resident_in_l1": resident, "l1_weight_buffers": b_buffers,
+                        "dequant_piece_k": plan.piece_k})
 
 
 # ---- MSD ---------------------------------------------------------------------------------------------

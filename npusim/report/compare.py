@@ -1,7 +1,8 @@
 """Methods side by side: one run per method on the same shape, and workload totals over a layer's GEMMs.
 
 Definitions (docs/metrics.md): speedup = dequant cycles / method cycles; vector-side cycles as in
-npusim.report.attribution.vector_side.
+npusim.report.attribution.vector_side; vector busy = VECTOR-pipe busy cycles summed over every AIV;
+partial bytes = GM bytes of int32 partial sums written (into L2, or HBM with L2 off) and read back.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any, Callable
 
 from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from npusim.config.schema import HardwareConfig
@@ -50,7 +52,18 @@ def compare_fields(doc: dict[str, Any], baseline_cycles: int | None) -> dict[str
         "hbm_bytes": doc["traffic"]["hbm_read_bytes"] + doc["traffic"]["hbm_write_bytes"],
         "rel_l2_vs_fp64": None if doc["numerics"] is None else doc["numerics"]["rel_l2_vs_fp64"],
         "exact": None if doc["numerics"] is None else doc["numerics"]["exact"],
+        "vector_busy_cycles": doc["units"]["vector"]["busy_cycles"],
+        "partial_bytes": partial_bytes(doc),
     }
+
+
+def partial_bytes(doc: dict[str, Any]) -> int:
+    """GM bytes of int32 partial sums: written (a tile write lands in L2, or in HBM with L2 off; a later
+    write-back of the same bytes is not counted again) plus read back (from L2 or HBM)."""
+    p = doc["traffic"]["by_role"].get("partial")
+    if not p:
+        return 0
+    return (p["l2_write_bytes"] or p["hbm_write_bytes"]) + p["l2_read_bytes"] + p["hbm_read_bytes"]
 
 
 def run_gemm_comparison(cfg: HardwareConfig, m: int, k: int, n: int, *, weights: str = "int8", passes: int = 2,
@@ -90,23 +103,43 @@ def run_attention_comparison(cfg: HardwareConfig, shape: dict[str, Any], *, pass
 
 
 def render_comparison(docs: list[dict[str, Any]], console: Console, title: str) -> None:
+    gemm = all(d["kernel"] == "gemm" for d in docs)
+    cols = ["method", "cycles", "vs deq", "Cube", "Cube⇠AIV", "AIV crit", "HBM"]
+    cols += ["Vector", "partials"] if gemm else []
     t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
-    for col in ("method", "cycles", "vs deq", "Cube", "Cube⇠AIV", "AIV crit", "HBM", "rel err"):
+    for col in cols + ["rel err"]:
         t.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
     for d in docs:
         c = d["compare"]
+        extra = [_compact(c["vector_busy_cycles"]), format_bytes(c["partial_bytes"])] if gemm else []
         t.add_row(f"{c['method']} {c['weights']}", f"{c['cycles']:,}",
                   "-" if c["speedup_vs_dequant"] is None else f"{c['speedup_vs_dequant']:.2f}x",
                   f"{100 * c['cube_utilization']:.0f}%", f"{c['cube_wait_vector_side_cycles']:,}",
-                  f"{100 * c['critical_path_vector_side']:.0f}%", format_bytes(c["hbm_bytes"]),
+                  f"{100 * c['critical_path_vector_side']:.0f}%", format_bytes(c["hbm_bytes"]), *extra,
                   "-" if c["rel_l2_vs_fp64"] is None else f"{c['rel_l2_vs_fp64']:.1e}")
-    console.print(t)
-    console.print(_LEGEND, style="dim", soft_wrap=True)
+    # never squeeze the columns into a narrow (or piped, 80-column) console: print at the table's width
+    wide = Measurement.get(console, console.options.update(max_width=1000), t).maximum
+    out = console if wide <= console.width else Console(file=console.file, width=wide, no_color=console.no_color,
+                                                        force_terminal=console.is_terminal,
+                                                        color_system=console.color_system)
+    out.print(t)
+    console.print(_LEGEND + (_LEGEND_GEMM if gemm else ""), style="dim", soft_wrap=True)
+
+
+def _compact(v: int) -> str:
+    """1,234 -> 1.2k, 31,940,000 -> 31.9M (3 significant figures at most)."""
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if v >= div:
+            x = v / div
+            return f"{x:.3g}{unit}"
+    return str(v)
 
 
 _LEGEND = ("vs deq: speedup over dequant. Cube: Cube utilization. Cube⇠AIV: Cube idle cycles (all cores)\n"
            "  waiting on AIV work or workspace transfers. AIV crit: their share of the critical path.\n"
            "  HBM: bytes read + written. rel err: relative L2 error vs FP64 (with numerics).")
+_LEGEND_GEMM = ("\n  Vector: VECTOR-pipe busy cycles, summed over all AIVs. partials: GM bytes of int32 partial\n"
+                "  sums written and read back (MSD).")
 
 
 def run_workload_comparison(cfg: HardwareConfig, wl: Workload, phase: str | None, *, weights: str = "int8",

@@ -1,14 +1,17 @@
 """The dequant baseline's hand-off of dequantized weight chunks from the AIVs to the AIC.
 
-Shared by the integer and MX dequant schedules: the AIVs take chunks in turn; a chunk goes straight into
-the AIC's L1 slot where the part has UB->L1, else through a GM workspace, where it is produced once and
-read back by every row tile that needs it.
+Shared by the integer and MX dequant schedules: the AIVs take pieces in turn; a chunk goes straight into
+the AIC's L1 slot where the part has UB->L1 (one piece per chunk), else through a GM workspace, where each
+piece is produced once and the AIC reads back the whole L1 chunk, once every piece it covers has been
+written, by one DMA per row tile that needs it (the pieces differ along K only, so L2 serves the read
+from the resident written pieces).
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
+from npusim.errors import GraphError
 from npusim.graph.kernel_graph import KernelGraph
 from npusim.graph.ops import GmRef, Path, Role, Unit
 from npusim.kernels.gemm.cube_loop import CubeLoop
@@ -26,7 +29,7 @@ class DequantSide(Protocol):
 class WeightHandoff:
     def __init__(self, g: KernelGraph, aic: Unit, aivs: list[DequantSide], direct: bool):
         self.g, self.aic, self.aivs, self.direct = g, aic, aivs, direct
-        self._produced: dict[tuple, int] = {}  # (ka, c0) -> op that wrote the chunk to the workspace
+        self._produced: dict[tuple, int] = {}  # (pa, c0) -> op that wrote the piece to the workspace
         self._turn = 0
 
     def _next_aiv(self) -> DequantSide:
@@ -34,27 +37,37 @@ class WeightHandoff:
         self._turn += 1
         return aiv
 
-    def chunk(self, loop: CubeLoop, sb: str, ka: int, kb: int, c0: int, c1: int) -> int:
-        """Bring the bf16 weight chunk [ka, kb) x [c0, c1) into L1 slot `sb`; return the op that lands it."""
+    def chunk(self, loop: CubeLoop, sb: str, ka: int, kb: int, c0: int, c1: int,
+              pieces: list[tuple[int, int]] | None = None) -> int:
+        """Bring the bf16 weight chunk [ka, kb) x [c0, c1) into L1 slot `sb`; return the op that lands it.
+        pieces: the AIV dequant pieces [pa, pb) that make up [ka, kb) in ascending K (default: one)."""
         g = self.g
+        pieces = pieces or [(ka, kb)]
         nbytes = (kb - ka) * (c1 - c0) * 2
         tag = f"[{ka}:{kb},{c0}:{c1}]"
-        region = GmRef("w_deq", ((ka, kb), (c0, c1)))
         if self.direct:
+            if pieces != [(ka, kb)]:
+                raise GraphError(f"a UB->L1 hand-off moves whole chunks: chunk {tag} came in {len(pieces)} pieces")
             aiv = self._next_aiv()
             out = aiv.dequant(tag, ka, kb, c0, c1)
             lb = g.dma(f"ub2l1_w{tag}", aiv.unit, Path.UB_TO_L1, nbytes, Role.WEIGHT, src=aiv.out_slot,
                        dst=sb, deps=[out], slot_deps=loop.readers[sb], compute=COPY)
             aiv.readers[aiv.out_slot].append(lb)
         else:
-            if (ka, c0) not in self._produced:
-                aiv = self._next_aiv()
-                out = aiv.dequant(tag, ka, kb, c0, c1)
-                st = g.dma(f"st_wdeq{tag}", aiv.unit, Path.UB_TO_GM, nbytes, Role.WORKSPACE, gm=region,
-                           src=aiv.out_slot, deps=[out], compute=COPY)
-                aiv.readers[aiv.out_slot].append(st)
-                self._produced[(ka, c0)] = st
-            lb = g.dma(f"ld_wdeq{tag}", self.aic, Path.GM_TO_L1, nbytes, Role.WORKSPACE, gm=region, dst=sb,
-                       deps=[self._produced[(ka, c0)]], slot_deps=loop.readers[sb], compute=COPY)
+            written = []
+            for pa, pb in pieces:
+                if (pa, c0) not in self._produced:
+                    ptag = f"[{pa}:{pb},{c0}:{c1}]"
+                    aiv = self._next_aiv()
+                    out = aiv.dequant(ptag, pa, pb, c0, c1)
+                    st = g.dma(f"st_wdeq{ptag}", aiv.unit, Path.UB_TO_GM, (pb - pa) * (c1 - c0) * 2,
+                               Role.WORKSPACE, gm=GmRef("w_deq", ((pa, pb), (c0, c1))), src=aiv.out_slot,
+                               deps=[out], compute=COPY)
+                    aiv.readers[aiv.out_slot].append(st)
+                    self._produced[(pa, c0)] = st
+                written.append(self._produced[(pa, c0)])
+            lb = g.dma(f"ld_wdeq{tag}", self.aic, Path.GM_TO_L1, nbytes, Role.WORKSPACE,
+                       gm=GmRef("w_deq", ((ka, kb), (c0, c1))), dst=sb, deps=written, slot_deps=loop.readers[sb],
+                       compute=COPY)
         loop.readers[sb] = []
         return lb

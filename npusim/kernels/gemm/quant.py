@@ -2,10 +2,12 @@
 
 Y (M x N, bf16) = X (M x K, bf16) @ W, W int8 per output channel (or per group of 128 along K).
 
-dequant: for every weight chunk (k1 x n0) an AIV loads the int8 codes and scales into UB, runs the
-  DEQUANT vector program (int8 -> fp32, x scale, -> bf16) and hands the bf16 chunk to the AIC: through a
-  GM workspace (MTE3 write, cross-core flag, AIC MTE2 read) or, where the part has it, straight into L1
-  (UB->L1). The AIC then runs a bf16 GEMM with fp32 accumulation. Vector work ~ K x N, whatever M is.
+dequant: for every weight piece (up to piece_k x n0, sized from UB) an AIV loads the int8 codes and
+  scales into UB, runs the DEQUANT vector program (int8 -> fp32, x scale, -> bf16) and hands the bf16
+  piece to the AIC: through a GM workspace (MTE3 write; the AIC's MTE2 reads back a whole L1 chunk of
+  k1 x n0, sized from L1, once every piece it covers is written) or, where the part has it, straight into
+  L1 (UB->L1, a piece per chunk). The AIC then runs a bf16 GEMM with fp32 accumulation. Vector work
+  ~ K x N, whatever M is.
 msd: the AIVs decompose X once into `passes` int8 components per row (MSD_ABSMAX and the decompose
   program), written to a GM workspace as (passes, M, K); each AIC multiplies the stacked passes
   (passes x M rows) by the raw int8 weights on the int8 Cube, int32 accumulation, and FixPipe writes the
@@ -22,18 +24,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import ceil
+from typing import Callable
 
 from npusim.config.schema import HardwareConfig
 from npusim.errors import GraphError
 from npusim.graph.kernel_graph import KernelGraph
 from npusim.graph.ops import Buffer, GmRef, Path, Role, Unit
+from npusim.hw import costs
 from npusim.kernels.gemm.aiv_side import AivSide
 from npusim.kernels.gemm.cube_loop import CubeLoop
 from npusim.kernels.gemm.handoff import WeightHandoff
 from npusim.kernels.gemm.mx_schedules import build_gemm_mx, check_mx_method
 from npusim.kernels.gemm.native import COPY, TO_BF16, build_gemm_native, check_shape, tiling_meta
-from npusim.kernels.gemm.programs import DEQUANT, MSD_ABSMAX, emit_program, msd_decompose_steps, msd_recombine_steps
-from npusim.kernels.gemm.tiling import GemmTiling, assign_tiles, choose_gemm_tiling, k_chunks, split
+from npusim.kernels.gemm.programs import (DEQUANT, MSD_ABSMAX, emit_program, msd_decompose_steps, msd_recombine_steps,
+                                          program_cycles)
+from npusim.kernels.gemm.tiling import GemmTiling, assign_tiles, choose_gemm_tiling, k_chunks, split, split_range
 from npusim.numerics.msd import int32_safe_k
 
 WEIGHTS = ("bf16", "int8", "int8-g128", "mxfp4")
@@ -41,6 +46,7 @@ METHODS = ("native", "dequant", "msd", "direct")
 GROUP_K = 128
 # UB bytes per weight element a dequant chunk needs: int8 codes in, an fp32 temporary, bf16 out.
 DEQUANT_UB_BYTES_PER_ELEMENT = 1 + 4 + 2
+PIECE_ALIGN = 16  # K rows an AIV dequant piece is a multiple of (per-channel scales; per group: the group)
 
 
 def check_method(cfg: HardwareConfig, method: str, weights: str, passes: int) -> None:
@@ -98,28 +104,94 @@ class DequantPlan:
     tiling: GemmTiling
     a_resident: bool      # X (M x K bf16) kept whole in L1, loaded once per row tile
     b_buffers: int        # L1 slots for dequantized weight chunks
-    ub_chunk_elements: int  # the largest weight chunk the AIV's UB takes
+    ub_chunk_elements: int  # the largest weight piece the AIV's UB takes
+    piece_k: int          # K rows of the largest AIV dequant piece (dequant_pieces cuts each L1 chunk)
 
 
 def dequant_plan(cfg: HardwareConfig, m: int, k: int, n: int, cores: int, group_k: int | None,
                  tiling: GemmTiling | None = None) -> DequantPlan:
-    # elements per weight chunk: double-buffered codes, temporary and output, after room for the scales
-    # (fp32, per channel: n0 <= 512 of them; per group: up to 8 groups of 128 per chunk)
+    """The AIC's L1 chunk (k1 x n0) and the AIVs' dequant piece are sized separately: k1 from L1 and the
+    cost estimate (as the bf16 GEMM sizes it, with the AIVs' time as a floor and the last chunk's drain),
+    the piece from UB. Through a GM workspace one AIC read (GM -> L1) then takes a whole chunk that
+    several AIV pieces wrote (pieces along K, n0 wide). With a direct UB -> L1 hand-off each piece lands in
+    the AIC's L1 slot as its whole chunk, so there the chunk is the piece."""
+    # elements per weight piece: double-buffered codes, temporary and output, after room for the scales
+    # (fp32, per channel: n0 <= 512 of them; per group: up to 8 groups of 128 per piece)
     scale_room = 2 * 4 * 512 * (8 if group_k else 1)
     ub_cap = (cfg.buffers.ub_bytes - scale_room) // (2 * DEQUANT_UB_BYTES_PER_ELEMENT)
+    align = group_k or PIECE_ALIGN
+    direct = cfg.dma.ub_to_l1 is not None
     # Decode: X stays whole in L1 when it fits in half of it.
     m16 = ceil(m / 16) * 16
     resident = m16 * k * 2 <= cfg.buffers.l1_bytes // 2
-    t = tiling or choose_gemm_tiling(cfg, m, k, n, cores, max_b_chunk_elements=ub_cap,
-                                     k1_multiple=group_k or 1, partition="columns",
-                                     a_resident_bytes=m16 * k * 2 if resident else 0)
+    common = dict(k1_multiple=group_k or 1, partition="columns", a_resident_bytes=m16 * k * 2 if resident else 0)
+    if direct:
+        t = tiling or choose_gemm_tiling(cfg, m, k, n, cores, max_b_chunk_elements=ub_cap, **common)
+        piece_k = t.k1
+    else:
+        # a piece is at least `align` rows of K by n0 columns
+        t = tiling or choose_gemm_tiling(cfg, m, k, n, cores, max_n0=ub_cap // align // 16 * 16,
+                                         b_producer=_dequant_producer(cfg, k, n, cores, ub_cap, group_k), **common)
+        piece_k = _piece_k(t.k1, t.n0, ub_cap, align)
+    if piece_k < 1 or piece_k * t.n0 > ub_cap:
+        raise GraphError(f"dequant on {m}x{k}x{n}: a weight piece of {max(piece_k, align)} x {t.n0} does not fit "
+                         f"the {cfg.buffers.ub_bytes} B UB of {cfg.meta.name} (at most {ub_cap} elements)")
     # A direct UB->L1 hand-off couples the AIVs to the AIC's L1 slots (a GM workspace does not): more
     # weight slots let the AIVs run ahead as far as L1 allows.
     b_buffers = 2
-    if cfg.dma.ub_to_l1 is not None:
+    if direct:
         a_l1 = m16 * k * 2 if resident else 2 * t.m0 * t.k1 * 2
         b_buffers = max(2, min(8, (cfg.buffers.l1_bytes - a_l1) // (t.k1 * t.n0 * 2)))
-    return DequantPlan(t, resident, b_buffers, ub_cap)
+    return DequantPlan(t, resident, b_buffers, ub_cap, piece_k)
+
+
+def _piece_k(k1: int, n0: int, ub_cap: int, align: int) -> int:
+    """K rows of the largest AIV piece: as many as the UB takes, on `align` boundaries, at most a chunk."""
+    return min(k1, ub_cap // n0 // align * align)
+
+
+def _dequant_producer(cfg: HardwareConfig, k: int, n: int, cores: int, ub_cap: int,
+                      group_k: int | None) -> Callable[[int, int], float]:
+    """Cycles one core's AIVs take to dequantize its columns of W in pieces of a tiling (n0, k1): the
+    slowest of an AIV's weight loads (latency-bound, or HBM-bandwidth-bound with every AIV streaming),
+    its vector program and its workspace writes. choose_gemm_tiling weighs it against the AIC's time."""
+    steps = DEQUANT["int8-g128" if group_k else "int8"]
+    align = group_k or PIECE_ALIGN
+    n_aiv = min(2, cfg.chip.aiv_per_core)
+    cols = ceil(ceil(n / 16) / cores) * 16          # a core's columns (assign_tiles, "columns")
+    ld, st = costs.port(cfg, Path.GM_TO_UB), costs.port(cfg, Path.UB_TO_GM)
+    hbm = cfg.hbm_bytes_per_cycle
+    wr_rate = min(st.rate_bytes_per_cycle, cfg.l2.write_rate_bytes_per_cycle if cfg.l2.enabled else hbm)
+    loads = 1 if group_k is None else 2             # codes, and per group the piece's scales
+    memo: dict[tuple[int, int], float] = {}
+
+    def producer(n0: int, k1: int) -> float:
+        if (n0, k1) not in memo:
+            piece = _piece_k(k1, n0, ub_cap, align)
+            if piece < 1:
+                memo[(n0, k1)] = float("inf")
+            else:
+                nt = min(n0, cols)
+                per_aiv = ceil(ceil(k / piece) * ceil(cols / n0) / n_aiv)
+                e = piece * nt
+                lat = per_aiv * (loads * (ld.start_cycles + cfg.hbm.first_byte_cycles)
+                                 + costs.transfer_cycles(e, min(ld.rate_bytes_per_cycle, hbm)))
+                bw = per_aiv * e * cores * n_aiv / hbm
+                vec = per_aiv * program_cycles(cfg, steps, e)
+                out = per_aiv * (st.start_cycles + costs.transfer_cycles(2 * e, wr_rate))
+                memo[(n0, k1)] = max(lat, bw, vec, out)
+        return memo[(n0, k1)]
+    return producer
+
+
+def dequant_pieces(plan: DequantPlan, ka: int, kb: int, group_k: int | None) -> list[tuple[int, int]]:
+    """The AIV pieces of the L1 chunk [ka, kb): as few as the UB allows, equal, on `align` boundaries
+    (group boundaries with per-group scales), the last one shorter if need be."""
+    align = group_k or PIECE_ALIGN
+    kt = kb - ka
+    d = ceil(kt / plan.piece_k)
+    step = min(plan.piece_k, ceil(kt / d / align) * align)
+    return split_range(ka, kb, step)
 
 
 @dataclass(frozen=True)
@@ -175,7 +247,7 @@ def _build_dequant(cfg, m, k, n, cores, weights, group_k, tiling=None) -> Kernel
     g = KernelGraph(name=f"gemm_dequant_{weights}_{m}x{k}x{n}")
     g.meta = {"kernel": "gemm", "method": "dequant", "weights": weights, "m": m, "k": k, "n": n, "cores": cores,
               "handoff": "ub_to_l1" if direct else "gm_workspace", "a_resident_in_l1": resident,
-              "tiling": tiling_meta(t)}
+              "tiling": tiling_meta(t), "dequant_piece_k": plan.piece_k}
     g.tensor("x", (m, k), "bf16", Role.ACTIVATION, {"kind": "normal", "std": 1.0})
     _weight_tensors(g, k, n, group_k)
     g.tensor("y", (m, n), "bf16", Role.OUTPUT)
@@ -190,7 +262,8 @@ def _build_dequant(cfg, m, k, n, cores, weights, group_k, tiling=None) -> Kernel
         aic = Unit(core, "aic")
         loop = CubeLoop(g, aic, t, a_rows=t.m0, a_dtype="bf16", b_dtype="bf16", a_resident_k=k if resident else None,
                         b_buffers=b_buffers)
-        aivs = [_DequantAiv(g, Unit(core, f"aiv{i}"), t, group_k, steps) for i in range(min(2, cfg.chip.aiv_per_core))]
+        aivs = [_DequantAiv(g, Unit(core, f"aiv{i}"), plan.piece_k, t.n0, group_k, steps)
+                for i in range(min(2, cfg.chip.aiv_per_core))]
         handoff = WeightHandoff(g, aic, aivs, direct)
         x_rows, la = None, -1
         for (r0, r1), (c0, c1) in tiles:
@@ -207,7 +280,7 @@ def _build_dequant(cfg, m, k, n, cores, weights, group_k, tiling=None) -> Kernel
                     la = loop.load_l1(f"ld_x[{r0}:{r1},:]", sa, GmRef("x", ((r0, r1), (0, k))), mt * k * 2,
                                       Role.ACTIVATION, COPY)
                     x_rows = (r0, r1)
-                lb = handoff.chunk(loop, sb, ka, kb, c0, c1)
+                lb = handoff.chunk(loop, sb, ka, kb, c0, c1, dequant_pieces(plan, ka, kb, group_k))
                 mm = loop.chunk(f"[{r0},{c0},{ka}]", sa, la, sb, lb, mt, kt, nt, acc, j == 0, "bf16",
                                 a_col0=ka if resident else 0)
             fix = g.dma(f"st_y[{r0}:{r1},{c0}:{c1}]", aic, Path.L0C_TO_GM, mt * nt * 2, Role.OUTPUT,
@@ -217,13 +290,13 @@ def _build_dequant(cfg, m, k, n, cores, weights, group_k, tiling=None) -> Kernel
 
 
 class _DequantAiv:
-    """One AIV's UB slots (double-buffered) and its dequant program for weight chunks."""
+    """One AIV's UB slots (double-buffered) and its dequant program for weight pieces (piece_k x n0 at most)."""
 
-    def __init__(self, g: KernelGraph, aiv: Unit, t: GemmTiling, group_k: int | None, steps):
+    def __init__(self, g: KernelGraph, aiv: Unit, piece_k: int, n0: int, group_k: int | None, steps):
         self.g, self.unit, self.group_k, self.steps = g, aiv, group_k, steps
         c, name = aiv.core, aiv.name
-        elems = t.k1 * t.n0
-        scale_bytes = 4 * t.n0 * (ceil(t.k1 / group_k) if group_k else 1)
+        elems = piece_k * n0
+        scale_bytes = 4 * n0 * (ceil(piece_k / group_k) if group_k else 1)
         self.q = [g.slot(f"c{c}.{name}.q{i}", aiv, Buffer.UB, elems) for i in range(2)]
         self.s = [g.slot(f"c{c}.{name}.s{i}", aiv, Buffer.UB, scale_bytes) for i in range(2)]
         self.tmp = [g.slot(f"c{c}.{name}.f32_{i}", aiv, Buffer.UB, 4 * elems) for i in range(2)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import ceil
+from typing import Callable
 
 from npusim.config.schema import HardwareConfig
 from npusim.errors import GraphError
@@ -47,11 +48,17 @@ def choose_gemm_tiling(cfg: HardwareConfig, m: int, k: int, n: int, cores: int, 
                        out_dtype: str = "bf16", a_row_factor: int = 1,
                        max_b_chunk_elements: int | None = None, max_acc_elements: int | None = None,
                        k1_multiple: int = 1, partition: str = "round_robin",
-                       a_resident_bytes: int = 0, b_buffers: int = 2) -> GemmTiling:
+                       a_resident_bytes: int = 0, b_buffers: int = 2, max_n0: int | None = None,
+                       b_producer: Callable[[int, int], float] | None = None) -> GemmTiling:
     """a_row_factor: A rows per output row (MSD stacks `passes` rows per token). The max_* limits come
-    from the AIV side of a schedule (a weight chunk or an accumulator tile must fit in UB).
+    from the AIV side of a schedule (a weight chunk or an accumulator tile must fit in UB; max_n0 when the
+    AIVs produce a chunk in pieces along K, each piece n0 columns wide).
     partition: how output tiles are dealt to cores ("round_robin" or "columns", see assign_tiles).
-    a_resident_bytes: L1 bytes of an A operand kept whole in L1 (then A is not double-buffered by chunk)."""
+    a_resident_bytes: L1 bytes of an A operand kept whole in L1 (then A is not double-buffered by chunk).
+    b_producer: B is a workspace other units (the AIVs of the dequant schedule) write piece by piece just
+    before the AIC reads it: B then comes from L2 (with L2 on) however many row tiles there are, a core
+    takes at least b_producer(n0, k1) cycles (the producers' time for its columns), and after the last
+    piece lands the AIC still reads one whole chunk and feeds it to the Cube (a drain that grows with k1)."""
     ab, bb, ob = DTYPE_BYTES[a_dtype], DTYPE_BYTES[b_dtype], DTYPE_BYTES[out_dtype]
     buf = cfg.buffers
     port_rate = costs.port(cfg, Path.GM_TO_L1).rate_bytes_per_cycle
@@ -63,8 +70,9 @@ def choose_gemm_tiling(cfg: HardwareConfig, m: int, k: int, n: int, cores: int, 
     best: tuple | None = None
     m_cap = _round16(m)
     n_cap = _round16(n)
+    n0_cap = min(512, n_cap, max_n0 or 512)
     for m0 in (c for c in M0_CHOICES if c <= m_cap) if m_cap >= 16 else ():
-        for n0 in range(16, min(512, n_cap) + 1, 16):
+        for n0 in range(16, n0_cap + 1, 16):
             if max_acc_elements is not None and a_row_factor * m0 * n0 > max_acc_elements:
                 continue
             for k0 in K0_CHOICES:
@@ -88,7 +96,9 @@ def choose_gemm_tiling(cfg: HardwareConfig, m: int, k: int, n: int, cores: int, 
                     cube = k_steps * costs.mmad_cycles(cfg, mt, k0, nt, b_dtype)
                     mte1 = k_steps * (costs.dma_cycles_uncontended(cfg, Path.L1_TO_L0A, ceil(mt * k0 * ab))
                                       + costs.dma_cycles_uncontended(cfg, Path.L1_TO_L0B, ceil(k0 * nt * bb)))
-                    b_from_hbm = ceil(m / m0) == 1 or not cfg.l2.enabled
+                    # B from HBM when each weight byte is read once (one row tile) or L2 is off, else
+                    # mostly from L2; a B the AIVs wrote just before (b_producer) is read from L2
+                    b_from_hbm = not cfg.l2.enabled or (ceil(m / m0) == 1 and b_producer is None)
                     b_rate = min(port_rate, hbm_share) if b_from_hbm else a_rate
                     b_fixed = mte2_start + (cfg.hbm.first_byte_cycles if b_from_hbm else 0)
                     a_cost = 0 if a_resident_bytes else mte2_start + ceil(mt * k1 * ab / a_rate)
@@ -101,6 +111,9 @@ def choose_gemm_tiling(cfg: HardwareConfig, m: int, k: int, n: int, cores: int, 
                     else:
                         rounds = ceil(tiles_m * tiles_n / cores)
                     est = rounds * tile + fixp
+                    if b_producer is not None:
+                        est = (max(est, ceil(b_producer(n0, k1))) + mte2_start + ceil(k1 * nt * bb / b_rate)
+                               + ceil(mte1 * min(k1, k) / k))
                     gm_bytes = tiles_m * tiles_n * (mt + nt) * k
                     score = (est, gm_bytes, -m0 * n0)
                     if best is None or score < best[0]:
