@@ -211,7 +211,7 @@ def main() -> int:
         frac = f"{rate / base['ops_per_s']:.3f}" if base and rate and r is not base else "-"
         t.add_row(r["case"], f"{r['wall_s']:.2f}", f"{r['simulate_s']:.2f}" if "simulate_s" in r else "-",
                   f"{r['ops']:,}" if r["ops"] else "-", f"{rate:,}" if rate else "-", frac, f"{r['peak_rss_mb']:.0f}")
-    Console().print(t)
+    Console(width=200).print(t)
     fit = scaling_fit(rows)
     if fit:
         Console().print(f"scaling over {fit['sizes']} sizes, {fit['ops_min']:,} to {fit['ops_max']:,} ops "

@@ -98,10 +98,11 @@ def _unit_name_events(units: list[tuple[int, str]], memory: bool) -> Iterator[di
         yield {"ph": "M", "name": "process_sort_index", "pid": MEMORY_PID, "tid": 0, "args": {"sort_index": 0}}
 
 
-def _op_event(r: OpRecord, index_offset: int = 0) -> dict:
+def _op_event(r: OpRecord, index_offset: int = 0, t0: int = 0) -> dict:
     # args carry every field of the op record, so a trace alone rebuilds the run's records
     # (npusim.trace.read) and every report that is a function of them.
-    args: dict[str, Any] = {"op": r.index + index_offset, "kind": r.kind, "ready": r.ready, "pipe_free": r.pipe_free}
+    args: dict[str, Any] = {"op": r.index + index_offset, "kind": r.kind, "ready": r.ready + t0,
+                            "pipe_free": r.pipe_free + t0}
     if r.blocker >= 0:
         args.update(waited_on=r.blocker + index_offset, waited_on_slot=r.blocker_is_slot, flag_cycles=r.latency)
     if r.kind == "dma":
@@ -113,10 +114,10 @@ def _op_event(r: OpRecord, index_offset: int = 0) -> dict:
     else:
         args.update(vop=r.vop, elements=r.elements, dtype=r.dtype)
     return {"ph": "X", "name": r.name, "cat": r.role or r.kind, "pid": unit_pid(r.core, r.unit),
-            "tid": pipe_tid(r.unit, r.pipe), "ts": _us(r.start), "dur": _us(r.end - r.start), "args": args}
+            "tid": pipe_tid(r.unit, r.pipe), "ts": _us(r.start + t0), "dur": _us(r.end - r.start), "args": args}
 
 
-def _flow_events(graph: KernelGraph, records: list[OpRecord], flow_id: int = 0) -> Iterator[dict]:
+def _flow_events(graph: KernelGraph, records: list[OpRecord], flow_id: int = 0, t0: int = 0) -> Iterator[dict]:
     """One s/f pair per dependency edge that crosses pipes or units (same-pipe edges are program order);
     ids count up from `flow_id` + 1."""
     by_index = {r.index: r for r in records}
@@ -131,16 +132,16 @@ def _flow_events(graph: KernelGraph, records: list[OpRecord], flow_id: int = 0) 
             cat = "slot" if d in op.slot_deps else "dep"
             # The start binds to the producer's slice (its last cycle), the end to the consumer's slice.
             yield {"ph": "s", "id": flow_id, "name": "dep", "cat": cat, "pid": unit_pid(src.core, src.unit),
-                   "tid": pipe_tid(src.unit, src.pipe), "ts": _us(max(src.start, src.end - 1))}
+                   "tid": pipe_tid(src.unit, src.pipe), "ts": _us(max(src.start, src.end - 1) + t0)}
             yield {"ph": "f", "bp": "e", "id": flow_id, "name": "dep", "cat": cat, "pid": unit_pid(r.core, r.unit),
-                   "tid": pipe_tid(r.unit, r.pipe), "ts": _us(r.start)}
+                   "tid": pipe_tid(r.unit, r.pipe), "ts": _us(r.start + t0)}
 
 
-def _occupancy_events(graph: KernelGraph, records: list[OpRecord]) -> Iterator[dict]:
+def _occupancy_events(graph: KernelGraph, records: list[OpRecord], t0: int = 0) -> Iterator[dict]:
     for (core, unit, buffer), points in sorted(buffer_occupancy(graph, records).items()):
         pid = unit_pid(core, unit)
         for t, level in points:
-            yield {"ph": "C", "name": f"{buffer.upper()} occupancy", "pid": pid, "ts": _us(t),
+            yield {"ph": "C", "name": f"{buffer.upper()} occupancy", "pid": pid, "ts": _us(t + t0),
                    "args": {"bytes": level}}
 
 
@@ -214,21 +215,19 @@ class TraceStream:
                    label: str = "") -> None:
         off = cycles_offset
         local = records.ops
-        shifted = [r._replace(start=r.start + off, end=r.end + off, ready=r.ready + off, pipe_free=r.pipe_free + off)
-                   for r in local]
-        units = sorted({(r.core, r.unit) for r in shifted} - self._seen_units)
+        units = sorted({(r.core, r.unit) for r in local} - self._seen_units)
         self._write(_unit_name_events(units, memory=not self._seen_units))
         self._seen_units.update(units)
-        self._write(_op_event(r, self._ops) for r in shifted)
+        self._write(_op_event(r, self._ops, off) for r in local)
         n_flows = [0]
 
         def flows():
-            for ev in _flow_events(graph, shifted, self._flows):
+            for ev in _flow_events(graph, local, self._flows, off):
                 n_flows[0] += 1
                 yield ev
         self._write(flows())
         self._flows += n_flows[0] // 2
-        self._write(_occupancy_events(graph, shifted))
+        self._write(_occupancy_events(graph, local, off))
         self._write(_bandwidth_events(local, cycles, off))
         self._kernels.append({"label": label, "graph": graph.name, "kernel": graph.meta, "start_cycle": off,
                               "cycles": cycles, "first_op": self._ops, "ops": len(graph.ops)})

@@ -12,6 +12,7 @@ Two ways to go through a step:
 
 from __future__ import annotations
 
+import gc
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -117,6 +118,8 @@ def run_step(cfg: HardwareConfig, wl: Workload, phase: str | None, method: str, 
                 exact = exact and res.numerics.exact
             if progress:
                 progress(f"layer {k.layer + 1}/{n_layers} {k.name}: {res.cycles:,} cycles, {len(res.graph.ops):,} ops")
+            del res
+            gc.collect()  # the kernel's leftovers, while the heap is small: memory stays at one kernel
         doc = {"workload": wl.workload.name, "phase": phase, "tokens": tokens, "hw": cfg.meta.name,
                "method": method, "weights": "bf16" if method == "native" else weights,
                "layers_simulated": n_layers, "model_layers": wl.workload.layers,
