@@ -127,7 +127,8 @@ def mmad_int32(acc: np.ndarray | None, a: np.ndarray, b: np.ndarray) -> np.ndarr
     in any order, is an integer of magnitude <= 2^24: the float32 matmul of a chunk is exact. The chunks'
     sums and acc are added in float64 (exact integers below 2^53) and the cast is lossless. Float BLAS is
     far faster than numpy's integer matmul, and its summation order cannot matter when every partial sum
-    is exactly representable. Operands of other integer types take one float64 matmul (exact while
+    is exactly representable. Large operands go through blocks of b (columns are independent), so no
+    K x N float copy of b is made. Operands of other integer types take one float64 matmul (exact while
     |a_ik * b_kj| * K < 2^53).
     """
     a_, b_ = np.asarray(a), np.asarray(b)
@@ -135,19 +136,33 @@ def mmad_int32(acc: np.ndarray | None, a: np.ndarray, b: np.ndarray) -> np.ndarr
     k2, n = b_.shape
     if k != k2:
         raise ValueError(f"mmad: inner dimensions differ ({k} vs {k2})")
-    out = np.zeros((m, n), dtype=np.float64) if acc is None else np.array(acc, dtype=np.float64)
     if a_.dtype == np.int8 and b_.dtype == np.int8:
-        for k0 in range(0, k, _INT8_CHUNK):
-            k1 = min(k0 + _INT8_CHUNK, k)
-            out += a_[:, k0:k1].astype(np.float32) @ b_[k0:k1].astype(np.float32)
+        a32 = a_.astype(np.float32)
+        if k <= _INT8_CHUNK and b_.size <= _INT8_BLOCK:  # a Cube tile: one exact fp32 matmul
+            prod = a32 @ b_.astype(np.float32)
+            if acc is None:
+                return prod.astype(np.int32)  # |prod| <= 2^24: no overflow
+            out = prod.astype(np.float64)
+            out += np.asarray(acc)
+        else:
+            out = np.zeros((m, n), dtype=np.float64) if acc is None else np.array(acc, dtype=np.float64)
+            cols = max(1, _INT8_BLOCK // max(1, min(k, _INT8_CHUNK)))
+            for c0 in range(0, n, cols):
+                c1 = min(c0 + cols, n)
+                for k0 in range(0, k, _INT8_CHUNK):
+                    k1 = min(k0 + _INT8_CHUNK, k)
+                    out[:, c0:c1] += a32[:, k0:k1] @ b_[k0:k1, c0:c1].astype(np.float32)
     else:
-        out += a_.astype(np.float64) @ b_.astype(np.float64)
+        out = a_.astype(np.float64) @ b_.astype(np.float64)
+        if acc is not None:
+            out += np.asarray(acc)
     if out.size and (out.max() > _I32.max or out.min() < _I32.min):
         raise OverflowError("mmad_int32: int32 accumulator overflow")
     return out.astype(np.int32)
 
 
 _INT8_CHUNK = 1024  # 128 * 128 * 1024 = 2^24: the longest K whose fp32 partial sums are all exact
+_INT8_BLOCK = 1 << 20  # elements of b converted to fp32 at a time (4 MiB)
 _I32 = np.iinfo(np.int32)
 
 

@@ -17,7 +17,6 @@ import numpy as np
 from npusim.errors import NumericsError
 from npusim.numerics.checks import ACTIVATION_DTYPES, require_dtype, require_finite, require_multiple
 from npusim.numerics.cube import to_bf16
-from npusim.numerics.rounding import half_away_into
 
 INT_BITS = (8, 4)
 _SLAB_ELEMS = 1 << 16
@@ -129,16 +128,31 @@ def quantize_weights_int(w: np.ndarray, *, bits: int = 8, group_k: int | None = 
     q = np.empty((k, n), dtype=np.int8)
     step = group_k or 1
     rows = max(step, (_SLAB_ELEMS // max(n, 1)) // step * step)
-    quot, out, tmp = (np.empty((min(rows, k), n), dtype=np.float64) for _ in range(3))
+    quot, half = (np.empty((min(rows, k), n), dtype=np.float64) for _ in range(2))
     for r0 in range(0, k, rows):
         # Slabs of rows keep the float64 temporaries in cache (same result as one whole-tensor pass).
         r1 = min(r0 + rows, k)
         s_rows = safe[None, :] if group_k is None else np.repeat(safe[r0 // step:r1 // step], step, axis=0)
         x = np.divide(w32[r0:r1], s_rows, out=quot[: r1 - r0])  # float64 quotient, one rounding
-        codes = half_away_into(x, out[: r1 - r0], tmp[: r1 - r0], signed_zero=False)
-        np.clip(codes, -top, top, out=codes)
-        q[r0:r1] = codes
+        q[r0:r1] = _quotient_codes(x, half[: r1 - r0], top)
     return IntWeights(q=q, scale=scale.astype(np.float32), bits=bits, group_k=group_k)
+
+
+def _quotient_codes(x: np.ndarray, half: np.ndarray, top: int) -> np.ndarray:
+    """clip(round_half_away(x), -top, top) for x = fl64(w / s), w and s fp32; x is overwritten.
+
+    Computed as trunc(x + copysign(1/2, x)), which is round_half_away(x) for every x except those whose
+    x + 1/2 rounds up to the next integer in float64: x = +-(1/2 - 2^-54) (for |x| >= 1/2 the sum is exact
+    or stays inside the same integer interval). Such an x is never a quotient of fp32 values: w / s is
+    either a half-integer or at least 2^-26 away from every one (|w/s - (j + 1/2)| = |2w - (2j+1)s| / 2s
+    with 2w and (2j+1)s multiples of 2^(e_s - 24), or of 2^-149 for subnormal s, while 2s < 2^(e_s + 2)),
+    and float64 moves the quotient by at most 2^-46 at |x| <= 128. Clipping x first gives the same codes.
+    tests/numerics/test_numerics_fast_paths.py checks this against round_half_away, near-ties included.
+    """
+    np.clip(x, -top, top, out=x)
+    np.copysign(0.5, x, out=half)
+    np.add(x, half, out=x)
+    return np.trunc(x, out=x)
 
 
 def dequant_int_tile(q_tile: np.ndarray, scale_tile: np.ndarray, group_k: int | None = None) -> np.ndarray:

@@ -159,6 +159,20 @@ def test_mmad_int32_is_exact(m, k, n, seed, extreme):
     assert np.array_equal(mmad_int32(None, a, b), a.astype(np.int64) @ b.astype(np.int64))
 
 
+@pytest.mark.parametrize("block", [1 << 20, 50, 1])
+def test_mmad_int32_in_blocks_of_b(monkeypatch, block):
+    monkeypatch.setattr(cube, "_INT8_BLOCK", block)
+    rng = np.random.default_rng(block)
+    a = rng.integers(-128, 128, (6, 1500), dtype=np.int8)
+    b = rng.integers(-128, 128, (1500, 37), dtype=np.int8)
+    acc = rng.integers(-2**30, 2**30, (6, 37), dtype=np.int32)
+    want = a.astype(np.int64) @ b.astype(np.int64)
+    assert np.array_equal(mmad_int32(None, a, b), want)
+    assert np.array_equal(mmad_int32(acc, a, b), want + acc)
+    short = a[:, :100].astype(np.int64) @ b[:100].astype(np.int64)  # one K chunk: the tile path
+    assert np.array_equal(mmad_int32(acc, a[:, :100], b[:100]), short + acc)
+
+
 def test_mmad_int32_all_minus_128_at_the_chunk_depth():
     k = cube._INT8_CHUNK
     a = np.full((1, k), -128, np.int8)
@@ -243,6 +257,27 @@ def test_quantizer_matches_its_definition(dtype, bits_, group_k):
     q, scale = quantize_literal(w, bits_, group_k)
     assert np.array_equal(iw.q, q)
     assert same_bits(iw.scale, scale)
+
+
+@settings(max_examples=300, deadline=None)
+@given(w_bits=st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=30), s_bits=st.integers(1, 0x7F7FFFFF))
+def test_quantizer_rounding_of_fp32_quotients(w_bits, s_bits):
+    # fl64(w / s) for fp32 w and a positive fp32 s, |w| <= 127 s as the quantizer has them, near-ties too.
+    from npusim.numerics.intq import _quotient_codes
+
+    s = np.array([s_bits], np.uint32).view(np.float32)[0]
+    w = np.array(w_bits, np.uint32).view(np.float32)
+    w = w[np.isfinite(w)]
+    with np.errstate(all="ignore"):
+        w = np.clip(w, -np.float32(127.0) * s, np.float32(127.0) * s).astype(np.float32)
+        j = np.arange(-128, 128, dtype=np.float64)
+        ties = ((j + 0.5) * np.float64(s)).astype(np.float32)  # nearest fp32 to each half-integer multiple
+        near = np.concatenate([ties, np.nextafter(ties, np.float32(np.inf)), np.nextafter(ties, -np.float32(np.inf))])
+        w = np.concatenate([w, near[np.isfinite(near)]])
+        x = w.astype(np.float64) / np.float64(s)
+        want = np.clip(half_away_literal(x), -127, 127)
+        got = _quotient_codes(x.copy(), np.empty_like(x), 127)
+    assert np.array_equal(got, want)
 
 
 def test_quantizer_exact_ties_and_empty():
