@@ -172,8 +172,10 @@ def _dequant_producer(cfg: HardwareConfig, k: int, n: int, cores: int, ub_cap: i
                 memo[(n0, k1)] = float("inf")
             else:
                 nt = min(n0, cols)
-                per_aiv = ceil(ceil(k / piece) * ceil(cols / n0) / n_aiv)
-                e = piece * nt
+                # as dequant_pieces cuts them: each L1 chunk into equal pieces of at most `piece` rows
+                per_chunk = ceil(min(k1, k) / piece)
+                per_aiv = ceil(ceil(k / k1) * per_chunk * ceil(cols / n0) / n_aiv)
+                e = ceil(min(k1, k) / per_chunk) * nt
                 lat = per_aiv * (loads * (ld.start_cycles + cfg.hbm.first_byte_cycles)
                                  + costs.transfer_cycles(e, min(ld.rate_bytes_per_cycle, hbm)))
                 bw = per_aiv * e * cores * n_aiv / hbm
