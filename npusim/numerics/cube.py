@@ -44,19 +44,35 @@ def mmad_fp32(acc: np.ndarray | None, a: np.ndarray, b: np.ndarray) -> np.ndarra
 def _accumulate_loop(out: np.ndarray, a32: np.ndarray, b: np.ndarray) -> None:
     """out += a32[:, kk] * b[kk] for kk ascending, one fp32 multiply and one in-place fp32 add per k.
 
-    b is converted to fp32 (exactly, from bf16) a block of rows at a time, so a whole-tensor reference
-    never holds a K x N fp32 copy of its weights.
+    A large accumulator is done a block of at most _LOOP_BLOCK elements at a time (all of k for one block,
+    then the next: elements are independent, so the order of the blocks cannot matter), which keeps the
+    block's accumulator and products in cache; b is converted to fp32 (exactly, from bf16) a block of rows
+    at a time, so a whole-tensor reference never holds a K x N fp32 copy of its weights.
     """
-    tmp = np.empty_like(out)
+    m, n = out.shape
+    cols = n if m * n <= _LOOP_BLOCK else min(n, max(_LOOP_MIN_COLS, _LOOP_BLOCK // m))
+    rows_m = max(1, _LOOP_BLOCK // cols)
     multiply, add = np.multiply, np.add
-    rows = max(1, _CONVERT_BLOCK // out.shape[1])
-    for k0 in range(0, b.shape[0], rows):
-        b32 = b[k0:k0 + rows].astype(np.float32, copy=False)
-        for col, row in zip(a32.T[k0:k0 + rows, :, None], b32):
-            multiply(col, row, out=tmp)
-            add(out, tmp, out=out)
+    for c0 in range(0, n, cols):
+        c1 = min(c0 + cols, n)
+        for m0 in range(0, m, rows_m):
+            m1 = min(m0 + rows_m, m)
+            blk = out[m0:m1, c0:c1]
+            acc = blk if blk.flags.c_contiguous else blk.copy()
+            tmp = np.empty_like(acc)
+            at = a32[m0:m1].T[:, :, None]
+            rows = max(1, _CONVERT_BLOCK // (c1 - c0))
+            for k0 in range(0, b.shape[0], rows):
+                b32 = b[k0:k0 + rows, c0:c1].astype(np.float32, copy=False)
+                for col, row in zip(at[k0:k0 + rows], b32):
+                    multiply(col, row, out=tmp)
+                    add(acc, tmp, out=acc)
+            if acc is not blk:
+                blk[...] = acc
 
 
+_LOOP_BLOCK = 1 << 16  # accumulator elements per block of the loop (256 KiB)
+_LOOP_MIN_COLS = 256  # ... at least this many columns wide, for long inner loops
 _CONVERT_BLOCK = 1 << 18  # fp32 elements of b converted at a time by the loop (1 MiB)
 
 

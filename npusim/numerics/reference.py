@@ -88,18 +88,28 @@ def _chain(parts) -> np.ndarray:
 
 
 _BLOCK_ELEMS = 1 << 20  # weight elements dequantized at a time by the dequant references
+_ACC_ELEMS = 1 << 16  # accumulator elements (M x a block of N) they work on at a time
 
 
-def _mmad_row_blocks(xb: np.ndarray, a: int, b: int, n: int, w_rows, align: int) -> np.ndarray:
-    """mmad_fp32(None, xb[:, a:b], W[a:b]) for K x n weights whose bf16 rows W[r0:r1] = w_rows(r0, r1) are
-    made a block of rows at a time (blocks start on multiples of `align` from a). Chaining the accumulator
-    through the blocks is the same per-k fp32 sequence as one call (cube.mmad_fp32), so the bits are the
-    same, and the dequantized weights are never a K x N temporary."""
-    rows = max(align, _BLOCK_ELEMS // max(1, n) // align * align)
-    acc = None
-    for r0 in range(a, b, rows):
-        acc = mmad_fp32(acc, xb[:, r0:min(r0 + rows, b)], w_rows(r0, min(r0 + rows, b)))
-    return np.zeros((xb.shape[0], n), dtype=np.float32) if acc is None else acc
+def _mmad_blocks(xb: np.ndarray, a: int, b: int, n: int, w_block, align: int) -> np.ndarray:
+    """mmad_fp32(None, xb[:, a:b], W[a:b]) for K x n weights whose bf16 blocks W[r0:r1, c0:c1] =
+    w_block(r0, r1, c0, c1) are made a block at a time: blocks of columns (independent outputs), and in
+    each, blocks of rows starting on multiples of `align` from a, with the accumulator chained through them
+    -- the same per-k fp32 sequence as one call (cube.mmad_fp32), so the same bits, and the dequantized
+    weights are never a K x N temporary."""
+    m = xb.shape[0]
+    cols = min(max(1, n), max(256, _ACC_ELEMS // max(1, m)))
+    rows = max(align, _BLOCK_ELEMS // cols // align * align)
+    out = np.zeros((m, n), dtype=np.float32)
+    for c0 in range(0, n, cols):
+        c1 = min(c0 + cols, n)
+        acc = None
+        for r0 in range(a, b, rows):
+            r1 = min(r0 + rows, b)
+            acc = mmad_fp32(acc, xb[:, r0:r1], w_block(r0, r1, c0, c1))
+        if acc is not None:
+            out[:, c0:c1] = acc
+    return out
 
 
 def _shapes(x: np.ndarray, w: np.ndarray, what: str) -> tuple[int, int, int]:
@@ -133,11 +143,11 @@ def gemm_dequant_int(x: np.ndarray, wq: np.ndarray, w_scale: np.ndarray, *, grou
     slices = k_slices(k, k_tile, group_k or 1)
     wq, w_scale = check_dequant_int(wq, w_scale, group_k)  # the whole tensor's errors, before any block
 
-    def w_rows(r0, r1):
-        return dequant_int_tile(wq[r0:r1], w_scale if group_k is None else w_scale[r0 // group_k:r1 // group_k],
-                                group_k)
+    def w_block(r0, r1, c0, c1):
+        s = w_scale[c0:c1] if group_k is None else w_scale[r0 // group_k:r1 // group_k, c0:c1]
+        return dequant_int_tile(wq[r0:r1, c0:c1], s, group_k)
 
-    return _finish(_chain(_mmad_row_blocks(xb, a, b, n, w_rows, group_k or 1) for a, b in slices), out)
+    return _finish(_chain(_mmad_blocks(xb, a, b, n, w_block, group_k or 1) for a, b in slices), out)
 
 
 def gemm_dequant_mx(x: np.ndarray, w_elems: np.ndarray, w_scales: np.ndarray, *, k_tile: int | None = None,
@@ -151,10 +161,10 @@ def gemm_dequant_mx(x: np.ndarray, w_elems: np.ndarray, w_scales: np.ndarray, *,
     slices = k_slices(k, k_tile, MX_BLOCK)
     el, sc = np.asarray(w_elems), np.asarray(w_scales)
 
-    def w_rows(r0, r1):
-        return dequant_mx_tile(el[r0:r1], sc[r0 // MX_BLOCK:r1 // MX_BLOCK], axis=0)
+    def w_block(r0, r1, c0, c1):
+        return dequant_mx_tile(el[r0:r1, c0:c1], sc[r0 // MX_BLOCK:r1 // MX_BLOCK, c0:c1], axis=0)
 
-    return _finish(_chain(_mmad_row_blocks(xb, a, b, n, w_rows, MX_BLOCK) for a, b in slices), out)
+    return _finish(_chain(_mmad_blocks(xb, a, b, n, w_block, MX_BLOCK) for a, b in slices), out)
 
 
 def gemm_msd_int8(x: np.ndarray, wq: np.ndarray, w_scale: np.ndarray, *, passes: int = 2,

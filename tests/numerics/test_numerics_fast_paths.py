@@ -116,6 +116,19 @@ def test_both_accumulation_paths_are_the_loop(m, k, n, seed):
             assert same_bits(out, want), path.__name__
 
 
+@pytest.mark.parametrize("m,k,n", [(600, 9, 300), (5, 40, 1000), (70, 3, 70), (1, 30, 5000)])
+def test_loop_path_in_blocks_of_the_accumulator(monkeypatch, m, k, n):
+    monkeypatch.setattr(cube, "_LOOP_BLOCK", 1000)
+    monkeypatch.setattr(cube, "_LOOP_MIN_COLS", 16)
+    monkeypatch.setattr(cube, "_CONVERT_BLOCK", 700)
+    rng = np.random.default_rng(m + k + n)
+    a, b = finite_bf16(rng, (m, k), False), finite_bf16(rng, (k, n), False)
+    acc = rng.standard_normal((m, n), dtype=np.float32)
+    out = acc.copy()
+    cube._accumulate_loop(out, a.astype(np.float32), b)
+    assert same_bits(out, mmad_fp32_literal(acc, a, b))
+
+
 def test_reduction_path_is_in_use_and_keeps_negative_zero():
     assert cube._REDUCE_SEQUENTIAL  # numpy reduces the outer axis one k at a time (import-time probe)
     # An accumulator of -0.0 plus products of -0.0 stays -0.0 in the loop; a reduction starting from
@@ -303,11 +316,11 @@ def test_dequant_tile_and_fp64_values_match_their_definitions(group_k):
     assert same_bits(gemm_fp64_int(x, iw.q, iw.scale, group_k), x.astype(np.float64) @ want64)
 
 
-# ---- references computed a block of weight rows at a time ---------------------------------------------
+# ---- references computed a block of weights at a time ---------------------------------------------
 
 @pytest.mark.parametrize("k_tile", [None, 256])
 @pytest.mark.parametrize("group_k", [None, 128])
-def test_dequant_references_in_row_blocks_are_the_whole_tensor_ones(monkeypatch, k_tile, group_k):
+def test_dequant_references_in_blocks_are_the_whole_tensor_ones(monkeypatch, k_tile, group_k):
     from npusim.numerics import reference as ref
     from npusim.numerics.mx import dequant_mx_tile, quantize_mx
 
@@ -333,8 +346,10 @@ def test_dequant_references_in_row_blocks_are_the_whole_tensor_ones(monkeypatch,
             acc = acc + p
         return to_bf16(acc) if out == "bf16" else acc
 
-    for block in (1 << 20, 128 * n, 64 * n + 5):  # one block, several, and a size that is no multiple
+    for block, acc in ((1 << 20, 1 << 16), (128 * n, 1 << 16), (64 * n + 5, 1 << 16), (1000, 30)):
+        # one block, several, a size that is no multiple; blocks of columns
         monkeypatch.setattr(ref, "_BLOCK_ELEMS", block)
+        monkeypatch.setattr(ref, "_ACC_ELEMS", acc)
         for out in ("bf16", "fp32"):
             got = ref.gemm_dequant_int(x, iw.q, iw.scale, group_k=group_k, k_tile=k_tile, out=out)
             assert same_bits(got, chain(whole_int(out), out))
