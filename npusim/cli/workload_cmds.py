@@ -15,6 +15,7 @@ from rich.table import Table
 
 from npusim.cli import common
 from npusim.errors import NpusimError
+from npusim.report.compare import totals_table
 from npusim.units import format_bytes
 
 
@@ -71,12 +72,4 @@ def render_compare_step(res: dict[str, Any], console: Console) -> None:
     console.print(f"[bold]{res['workload']}[/], phase {res['phase']} ({res['tokens']} tokens), on {res['hw']}: "
                   f"{res['layers_simulated']} of {res['model_layers']} layers, every kernel of every layer "
                   f"simulated ({res['kernels_simulated']} runs, nothing multiplied)")
-    t = Table(title=f"{res['layers_simulated']} layers (one forward step)", title_justify="left",
-              box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
-    for col in ("method", "W", "cycles", "ms", "vs deq", "Cube⇠AIV", "HBM"):
-        t.add_column(col, justify="left" if col in ("method", "W") else "right", no_wrap=True)
-    for tot in res["totals"]:
-        t.add_row(tot["method"], tot["weights"], f"{tot['cycles']:,}", f"{tot['time_us'] / 1000:.3f}",
-                  "-" if tot["speedup_vs_dequant"] is None else f"{tot['speedup_vs_dequant']:.2f}x",
-                  f"{tot['cube_wait_vector_side_cycles']:,}", format_bytes(tot["hbm_bytes"]))
-    console.print(t)
+    console.print(totals_table(res["totals"], f"{res['layers_simulated']} layers (one forward step)"))

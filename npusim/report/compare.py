@@ -208,12 +208,17 @@ def render_workload(res: dict[str, Any], console: Console) -> None:
         console.print(f"attention {at['name']}, batch {at['batch']}, context {at['context']:,}: "
                       + ", ".join(f"{r['method']} {r['cycles']:,}" for r in at["rows"]) + " cycles per layer")
     what = "all GEMMs and attention" if res["attention"] else "all GEMMs"
-    t = Table(title=f"whole model, {what} (one forward step)", title_justify="left", box=box.SIMPLE_HEAD,
-              pad_edge=False, padding=(0, 1), collapse_padding=True)
+    console.print(totals_table(res["totals"], f"whole model, {what} (one forward step)"))
+
+
+def totals_table(totals: list[dict[str, Any]], title: str) -> Table:
+    """Per-method totals of a workload comparison (multiplied or layer by layer)."""
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1),
+              collapse_padding=True)
     for col in ("method", "W", "cycles", "ms", "vs deq", "Cube⇠AIV", "HBM"):
         t.add_column(col, justify="left" if col in ("method", "W") else "right", no_wrap=True)
-    for tot in res["totals"]:
+    for tot in totals:
         t.add_row(tot["method"], tot["weights"], f"{tot['cycles']:,}", f"{tot['time_us'] / 1000:.3f}",
                   "-" if tot["speedup_vs_dequant"] is None else f"{tot['speedup_vs_dequant']:.2f}x",
                   f"{tot['cube_wait_vector_side_cycles']:,}", format_bytes(tot["hbm_bytes"]))
-    console.print(t)
+    return t
