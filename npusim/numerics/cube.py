@@ -132,7 +132,6 @@ def _probe_sequential_reduce() -> bool:
     return first and second and bool(np.all(np.signbit(out)))
 
 
-_REDUCE_SEQUENTIAL = True
 _REDUCE_SEQUENTIAL = _probe_sequential_reduce()
 
 
