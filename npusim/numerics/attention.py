@@ -16,7 +16,8 @@ Semantics (fp32 everywhere on the Vector, each operation rounded to nearest even
 - the online softmax of a block: m' = max(m, rowmax S), P = exp(S - m'), alpha = exp(m - m'),
   l' = l * alpha + rowsum P, O' = O * alpha + P V (the first block of a part starts from P, rowsum P, PV);
 - split parts are merged: M = max m_s, w_s = exp(m_s - M), L = sum w_s l_s, O = sum w_s O_s (part order);
-- output: bf16((O / L) [* v_scale]).
+- output: bf16((O / L) [* v_scale]); MSD accumulates O in units of P's fixed scale 1/127 and multiplies
+  by fp32(v_scale x 1/127) at the end (`msd_v_scale`).
 """
 
 from __future__ import annotations
@@ -125,8 +126,15 @@ def o_update(o_old: np.ndarray | None, alpha: np.ndarray | None, pv: np.ndarray)
 
 
 def pv_msd(parts: np.ndarray) -> np.ndarray:
-    """PV from the int32 partials (p, r, n) of P's passes times raw int8 V: combine passes, x 1/127."""
-    return msd_combine_passes(parts) * P_SCALE
+    """PV from the int32 partials (p, r, n) of P's passes times raw int8 V: the passes combined, in units of
+    P's fixed scale 1/127 (which is folded into the V scale at the end: `msd_v_scale`)."""
+    return msd_combine_passes(parts)
+
+
+def msd_v_scale(v_scale: np.ndarray) -> np.ndarray:
+    """MSD: the per-channel V scale with P's fixed scale folded in, fp32(v_scale) x fp32(1/127), formed once
+    per work item; the output is bf16((O / l) x this)."""
+    return np.asarray(v_scale, dtype=F32) * P_SCALE
 
 
 def fold_q(q: np.ndarray, k_scale: np.ndarray, sm_scale: np.float32) -> np.ndarray:
@@ -280,7 +288,7 @@ def attention_msd(q, kq, ks, vq=None, vs=None, *, q_len, block, n_splits=1, dv, 
     return _attend(q, kq, vq, q_len=q_len, block=block, n_splits=n_splits, dv=dv,
                    block_kv=lambda b, h, a, e: (kq[b, h, a:e], vget(b, h, a, e)),
                    scores=_MsdScores(softmax_scale(kq.shape[3]), np.asarray(ks, dtype=F32), passes),
-                   pv_fn=pv_fn, v_scale_of=vsc)
+                   pv_fn=pv_fn, v_scale_of=lambda h: msd_v_scale(vsc(h)))
 
 
 def _fp64_attention(q, k, v, q_len):
@@ -318,6 +326,6 @@ def attention_fp64_bf16(q, k, v=None, *, q_len, dv, **_):
 __all__ = [
     "kv_partition", "visible_limit", "block_needs_mask", "softmax_scale", "exp_f32", "row_sum_f32",
     "scores_bf16", "scores_msd", "mask_scores", "softmax_block", "o_update", "pv_msd", "fold_q", "decompose_q",
-    "decompose_p", "merge_weights", "merge_acc", "finalize", "attention_native", "attention_dequant",
+    "decompose_p", "msd_v_scale", "merge_weights", "merge_acc", "finalize", "attention_native", "attention_dequant",
     "attention_msd", "attention_fp64", "attention_fp64_bf16",
 ]

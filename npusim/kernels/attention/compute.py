@@ -75,6 +75,12 @@ def _q_msd(dp: Datapath, op: Op, spec: dict) -> dict:
     return {op.writes[0]: comps, op.writes[1]: full}
 
 
+@register("attn_vs_msd")
+def _vs_msd(dp: Datapath, op: Op, spec: dict) -> dict:
+    """reads [V channel scales (Dv,)] -> writes [the same x 1/127] (P's fixed scale folded in)."""
+    return {op.writes[0]: att.msd_v_scale(dp.read_slot(op, op.reads[0]))}
+
+
 @register("attn_softmax")
 def _softmax(dp: Datapath, op: Op, spec: dict) -> dict:
     """reads [S partials (pp, r, n), (row scale), (m, l)] -> writes [P for the Cube, m, l, (alpha)]."""

@@ -39,15 +39,20 @@ ROW_STATE = (VecStep("sub", _F32), VecStep("exp", _F32), VecStep("mul", _F32), V
 
 
 def o_update_steps(method: str, passes: int, first: bool) -> tuple[VecStep, ...]:
-    """Per PV element: (MSD: widen and combine the passes, x 1/127), then O x alpha + PV."""
+    """Per PV element: (MSD: widen and combine the passes; O stays in units of P's scale 1/127, folded
+    into the V scale: V_SCALE_MSD), then O x alpha + PV."""
     form = ((VecStep("cast", _F32),) * passes + (VecStep("muls", _F32), VecStep("add", _F32)) * (passes - 1)
-            + (VecStep("muls", _F32),)) if method == "msd" else ()
+            ) if method == "msd" else ()
     upd = (VecStep("copy", _F32),) if first else (VecStep("mul", _F32), VecStep("add", _F32))
     return form + upd
 
 
+# MSD, once per work item on the Dv channel scales: v_scale x 1/127 (P's fixed scale).
+V_SCALE_MSD = (VecStep("muls", _F32),)
+
+
 def finalize_steps(method: str) -> tuple[VecStep, ...]:
-    """Per output element: O / l, (MSD: x v_scale), cast to bf16."""
+    """Per output element: O / l, (MSD: x v_scale / 127), cast to bf16."""
     return (VecStep("div", _F32),) + ((VecStep("mul", _F32),) if method == "msd" else ()) + (VecStep("cast", _F32),)
 
 
