@@ -93,6 +93,7 @@ def traffic(cfg: HardwareConfig, s: AttnSchedule) -> _Ledger:
     pl, p, dk, dv = s.plan, s.passes, s.dk, s.dv
     n_aiv = min(2, cfg.chip.aiv_per_core)
     _, _, pb = operand_bytes(s.method)
+    ob = 4 if s.out == "fp32" else 2
     led = _Ledger(cfg.l2.enabled)
     tensors = [("k", dk)] + ([] if s.latent else [("v", dv)])
     ns = len(s.parts)
@@ -150,7 +151,7 @@ def traffic(cfg: HardwareConfig, s: AttnSchedule) -> _Ledger:
                     led.wr(R.PARTIAL, ("lpart", i, part), (x1 - x0) * 4)
                 else:
                     for c0, c1 in _chunks(dv, pl.nc):
-                        led.wr(R.OUTPUT, ("o", bb, h, r0 + x0, c0), (x1 - x0) * (c1 - c0) * 2)
+                        led.wr(R.OUTPUT, ("o", bb, h, r0 + x0, c0), (x1 - x0) * (c1 - c0) * ob)
         for i, ca, cb in s.merges[c]:
             bb, h, (r0, r1) = s.items[i]
             for x0, x1 in _rows_of(s, r1 - r0, n_aiv):
@@ -163,7 +164,7 @@ def traffic(cfg: HardwareConfig, s: AttnSchedule) -> _Ledger:
                     c1 = min(cb, c0 + pl.nc)
                     for _ in range(ns):
                         led.rd(R.PARTIAL, ("opart", i), rv * (c1 - c0) * 4)
-                    led.wr(R.OUTPUT, ("o", bb, h, r0 + x0, c0), rv * (c1 - c0) * 2)
+                    led.wr(R.OUTPUT, ("o", bb, h, r0 + x0, c0), rv * (c1 - c0) * ob)
     return led
 
 
@@ -416,8 +417,8 @@ def _merge_time(cfg: HardwareConfig, s: AttnSchedule, core: _Core, merges: list)
                 e = rv * (c1 - c0)
                 lo = core.rd(Path.GM_TO_UB, e * 4, True)
                 t += max(ns * lo, ns * program_cycles(cfg, MERGE_ACC, e)) + min(lo, program_cycles(cfg, MERGE_ACC, e))
-                t += program_cycles(cfg, finalize_steps(s.method), e)
-            t += core.wr(Path.UB_TO_GM, rv * min(pl.nc, cb - ca) * 2)
+                t += program_cycles(cfg, finalize_steps(s.method, s.out), e)
+            t += core.wr(Path.UB_TO_GM, rv * min(pl.nc, cb - ca) * (4 if s.out == "fp32" else 2))
             worst = max(worst, t)
         total += worst + core.cross
     return total
@@ -454,8 +455,8 @@ def _finish(cfg: HardwareConfig, s: AttnSchedule, core: _Core, rows) -> float:
             t = core.wr(Path.UB_TO_GM, rv * dv * 4) + 2 * core.wr(Path.UB_TO_GM, rv * 4)
         else:
             ch = _chunks(dv, pl.nc)
-            vec = sum(program_cycles(cfg, finalize_steps(s.method), rv * (c1 - c0)) for c0, c1 in ch)
-            t = vec + core.wr(Path.UB_TO_GM, rv * (ch[-1][1] - ch[-1][0]) * 2)
+            vec = sum(program_cycles(cfg, finalize_steps(s.method, s.out), rv * (c1 - c0)) for c0, c1 in ch)
+            t = vec + core.wr(Path.UB_TO_GM, rv * (ch[-1][1] - ch[-1][0]) * (4 if s.out == "fp32" else 2))
         worst = max(worst, t)
     return worst
 
@@ -543,12 +544,12 @@ def schedule_cycles(cfg: HardwareConfig, s: AttnSchedule) -> float:
 def model_attention(cfg: HardwareConfig, *, method: str, batch: int, q_heads: int, kv_heads: int, q_len: int,
                     kv_len: int, head_dim: int, rope_dim: int = 0, latent: bool = False, passes: int = 2,
                     block: int | None = None, cores: int | None = None, kv_slots: int | None = None,
-                    rows_per_item: int | None = None, **_) -> ModelResult:
+                    rows_per_item: int | None = None, out: str = "bf16", **_) -> ModelResult:
     """The model of one attention schedule, with the arguments of npusim.kernels.attention.build_attention."""
     s = attention_schedule(cfg, batch=batch, q_heads=q_heads, kv_heads=kv_heads, q_len=q_len, kv_len=kv_len,
                            head_dim=head_dim, rope_dim=rope_dim, latent=latent,
                            kv="bf16" if method == "native" else "int8", method=method, passes=passes,
-                           block=block, cores=cores, kv_slots=kv_slots, rows_per_item=rows_per_item)
+                           block=block, cores=cores, kv_slots=kv_slots, rows_per_item=rows_per_item, out=out)
     led = traffic(cfg, s)
     tm = _timing(cfg, s)
     cycles, att = tm["cycles"], tm["attribution"]

@@ -16,7 +16,7 @@ Semantics (fp32 everywhere on the Vector, each operation rounded to nearest even
 - the online softmax of a block: m' = max(m, rowmax S), P = exp(S - m'), alpha = exp(m - m'),
   l' = l * alpha + rowsum P, O' = O * alpha + P V (the first block of a part starts from P, rowsum P, PV);
 - split parts are merged: M = max m_s, w_s = exp(m_s - M), L = sum w_s l_s, O = sum w_s O_s (part order);
-- output: bf16((O / L) [* v_scale]); MSD accumulates O in units of P's fixed scale 1/127 and multiplies
+- output: bf16((O / L) [* v_scale]) (or fp32, `out="fp32"`, to see the error without the output cast); MSD accumulates O in units of P's fixed scale 1/127 and multiplies
   by fp32(v_scale x 1/127) at the end (`msd_v_scale`).
 """
 
@@ -170,12 +170,15 @@ def merge_acc(acc: np.ndarray | None, w: np.ndarray, o: np.ndarray) -> np.ndarra
     return term if acc is None else acc + term
 
 
-def finalize(o: np.ndarray, l: np.ndarray, v_scale: np.ndarray | None = None) -> np.ndarray:
-    """bf16((O / l) [x v_scale]), fp32 division and multiply."""
+OUT_DTYPES = ("bf16", "fp32")
+
+
+def finalize(o: np.ndarray, l: np.ndarray, v_scale: np.ndarray | None = None, out: str = "bf16") -> np.ndarray:
+    """(O / l) [x v_scale], fp32 division and multiply, cast to bf16 (out = "fp32": no cast)."""
     y = np.asarray(o, dtype=F32) / np.asarray(l, dtype=F32)[:, None]
     if v_scale is not None:
         y = y * np.asarray(v_scale, dtype=F32)[None, :]
-    return to_bf16(y)
+    return y.astype(F32) if out == "fp32" else to_bf16(y)
 
 
 # ---- whole-tensor references ---------------------------------------------------------------------------
@@ -187,12 +190,13 @@ def _heads(q, k, v, dv):
     return q, k, (None if v is None else np.asarray(v))
 
 
-def _attend(q, k_cache, v_cache, *, q_len, block, n_splits, dv, block_kv, scores, pv_fn, v_scale_of):
+def _attend(q, k_cache, v_cache, *, q_len, block, n_splits, dv, block_kv, scores, pv_fn, v_scale_of, out="bf16"):
     """The loop every reference shares: per (batch, kv-head), per split part, per block."""
     b_n, h_n, r, _ = q.shape
     kv_len = k_cache.shape[2]
     parts = kv_partition(kv_len, q_len, block, n_splits)
-    out = np.empty((b_n, h_n, r, dv), dtype=to_bf16(np.zeros(1)).dtype)
+    odt = F32 if out == "fp32" else to_bf16(np.zeros(1)).dtype
+    res = np.empty((b_n, h_n, r, dv), dtype=odt)
     limit = visible_limit(kv_len, q_len, np.arange(r))
     for b in range(b_n):
         for h in range(h_n):
@@ -211,14 +215,14 @@ def _attend(q, k_cache, v_cache, *, q_len, block, n_splits, dv, block_kv, scores
             vs = v_scale_of(h)
             if len(results) == 1:
                 o, _, l = results[0]
-                out[b, h] = finalize(o, l, vs)
+                res[b, h] = finalize(o, l, vs, out)
             else:
                 w, total = merge_weights(np.stack([x[1] for x in results]), np.stack([x[2] for x in results]))
                 acc = None
                 for s_i, (o_s, _, _) in enumerate(results):
                     acc = merge_acc(acc, w[s_i], o_s)
-                out[b, h] = finalize(acc, total, vs)
-    return out
+                res[b, h] = finalize(acc, total, vs, out)
+    return res
 
 
 class _Bf16Scores:
@@ -250,17 +254,17 @@ def _v_of(k_cache, v_cache, dv):
         (lambda b, h, a, e: k_cache[b, h, a:e, :dv])
 
 
-def attention_native(q, k, v=None, *, q_len, block, n_splits=1, dv, **_):
+def attention_native(q, k, v=None, *, q_len, block, n_splits=1, dv, out="bf16", **_):
     """bf16 Q, K, V (V = K[..., :dv] when v is None, MLA): bf16 mmads with fp32 accumulation."""
     q, k, v = _heads(q, k, v, dv)
     vget = _v_of(k, v, dv)
     return _attend(q, k, v, q_len=q_len, block=block, n_splits=n_splits, dv=dv,
                    block_kv=lambda b, h, a, e: (k[b, h, a:e], vget(b, h, a, e)),
                    scores=_Bf16Scores(softmax_scale(k.shape[3])),
-                   pv_fn=lambda p, vb: mmad_fp32(None, to_bf16(p), vb), v_scale_of=lambda h: None)
+                   pv_fn=lambda p, vb: mmad_fp32(None, to_bf16(p), vb), v_scale_of=lambda h: None, out=out)
 
 
-def attention_dequant(q, kq, ks, vq=None, vs=None, *, q_len, block, n_splits=1, dv, **_):
+def attention_dequant(q, kq, ks, vq=None, vs=None, *, q_len, block, n_splits=1, dv, out="bf16", **_):
     """Dequant baseline: every int8 K / V block -> bf16(fp32(q) x s) on the Vector, then as native."""
     q, kq, vq = _heads(q, kq, vq, dv)
     vget = _v_of(kq, vq, dv)
@@ -271,10 +275,10 @@ def attention_dequant(q, kq, ks, vq=None, vs=None, *, q_len, block, n_splits=1, 
 
     return _attend(q, kq, vq, q_len=q_len, block=block, n_splits=n_splits, dv=dv, block_kv=block_kv,
                    scores=_Bf16Scores(softmax_scale(kq.shape[3])),
-                   pv_fn=lambda p, vb: mmad_fp32(None, to_bf16(p), vb), v_scale_of=lambda h: None)
+                   pv_fn=lambda p, vb: mmad_fp32(None, to_bf16(p), vb), v_scale_of=lambda h: None, out=out)
 
 
-def attention_msd(q, kq, ks, vq=None, vs=None, *, q_len, block, n_splits=1, dv, passes=2, **_):
+def attention_msd(q, kq, ks, vq=None, vs=None, *, q_len, block, n_splits=1, dv, passes=2, out="bf16", **_):
     """MSD-p: K scale (and softmax scale) folded into Q, Q in p int8 passes per row, S from int8 x raw
     int8 K; P in p passes with the fixed scale 127, PV from int8 x raw int8 V; V scale on O's columns."""
     q, kq, vq = _heads(q, kq, vq, dv)
@@ -288,7 +292,7 @@ def attention_msd(q, kq, ks, vq=None, vs=None, *, q_len, block, n_splits=1, dv, 
     return _attend(q, kq, vq, q_len=q_len, block=block, n_splits=n_splits, dv=dv,
                    block_kv=lambda b, h, a, e: (kq[b, h, a:e], vget(b, h, a, e)),
                    scores=_MsdScores(softmax_scale(kq.shape[3]), np.asarray(ks, dtype=F32), passes),
-                   pv_fn=pv_fn, v_scale_of=lambda h: msd_v_scale(vsc(h)))
+                   pv_fn=pv_fn, v_scale_of=lambda h: msd_v_scale(vsc(h)), out=out)
 
 
 def _fp64_attention(q, k, v, q_len):

@@ -51,7 +51,8 @@ def test_traffic_exact_all_hbm(shape, method):
     ("950", [], dict(GQA, q_len=1, kv_len=4096)),                          # UB->L1 dequant hand-off
     ("950", L2_OFF, dict(MLA, q_len=1, kv_len=4096)),
     ("910b", [], dict(batch=2, q_heads=8, kv_heads=2, head_dim=64, q_len=4, kv_len=300, cores=5)),  # ragged
-], ids=["gqa-prefill", "950-gqa", "950-mla-all-hbm", "batch-ragged"])
+    ("910b", [], dict(GQA, q_len=1, kv_len=1000, out="fp32")),
+], ids=["gqa-prefill", "950-gqa", "950-mla-all-hbm", "batch-ragged", "fp32-out"])
 @pytest.mark.parametrize("method", ATTN_METHODS)
 def test_traffic_exact_by_role(hw, overrides, kw, method):
     """GM bytes by role exact on every schedule variant; HBM bytes within the model's range (L2 on)."""

@@ -48,7 +48,7 @@ from npusim.kernels.attention.programs import (
     softmax_steps,
 )
 from npusim.kernels.gemm.quant import emit_program
-from npusim.numerics.attention import block_needs_mask, kv_partition, softmax_scale
+from npusim.numerics.attention import OUT_DTYPES, block_needs_mask, kv_partition, softmax_scale
 
 KV_TYPES = ("bf16", "int8")
 METHODS = ("native", "dequant", "msd")
@@ -88,7 +88,7 @@ def operand_bytes(method: str) -> tuple[int, int, int]:
 
 
 def ub_slots(method: str, passes: int, rv: int, dk: int, dv: int, block: int, nc: int, tc: int,
-             parts: int, s_slots: int = 2) -> dict[str, int]:
+             parts: int, s_slots: int = 2, out_bytes: int = 2) -> dict[str, int]:
     """Bytes of every UB slot of one AIV (the builder allocates exactly these)."""
     pp = passes if method == "msd" else 1
     _, _, pb = operand_bytes(method)
@@ -99,7 +99,7 @@ def ub_slots(method: str, passes: int, rv: int, dk: int, dv: int, block: int, nc
         s[f"p{i}"] = pp * rv * block * pb
         s[f"alpha{i}"] = rv * 4
         s[f"pv{i}"] = pp * rv * nc * 4
-        s[f"out{i}"] = rv * nc * 2
+        s[f"out{i}"] = rv * nc * out_bytes
     if method == "msd":
         qr = min(rv, Q_CHUNK_ROWS)
         s.update(q=qr * dk * 2, q_f32=qr * dk * 4, q_passes=passes * qr * dk, ks=dk * 4, rowscale=rv * 4)
@@ -144,7 +144,8 @@ def prefetch_distance(pl: AttnPlan, method: str) -> int:
 
 def plan_candidates(cfg: HardwareConfig, *, rows: int, dk: int, dv: int, kv_len: int, q_len: int, latent: bool,
                     method: str, passes: int, kv_groups: int, cores: int, block: int | None = None,
-                    kv_slots: int | None = None, rows_per_item: int | None = None) -> list[AttnPlan]:
+                    kv_slots: int | None = None, rows_per_item: int | None = None,
+                    out: str = "bf16") -> list[AttnPlan]:
     """Every (row group, KV slots, block) whose slots fit every buffer, each with its largest L0C tiles
     (S chunk, PV chunk) and L0 step. Row groups are rows, rows/2, ... down to 8 rows (or rows)."""
     buf = cfg.buffers
@@ -160,6 +161,7 @@ def plan_candidates(cfg: HardwareConfig, *, rows: int, dk: int, dv: int, kv_len:
         r = ceil(r / 2)
     if rows_per_item is not None:
         groups = [rows_per_item]
+    ob = 4 if out == "fp32" else 2
     direct = method == "dequant" and cfg.dma.ub_to_l1 is not None
     cap = max(16, ceil(kv_len / 16) * 16)
     blocks = [block] if block else ([b for b in BLOCKS if b <= cap] or [16])
@@ -178,7 +180,7 @@ def plan_candidates(cfg: HardwareConfig, *, rows: int, dk: int, dv: int, kv_len:
                                      for nc in [c for c in NC_CHOICES if c <= dv] or [dv]]:
                         tc = 0
                         if method == "dequant":
-                            base = sum(ub_slots(method, passes, rv, dk, dv, bn, nc, 0, parts, s_sl).values())
+                            base = sum(ub_slots(method, passes, rv, dk, dv, bn, nc, 0, parts, s_sl, ob).values())
                             t = ceil(bn / 2)
                             while t >= 1 and base + 2 * t * dk * (1 + 4 + 2) > buf.ub_bytes:
                                 t //= 2
@@ -186,7 +188,7 @@ def plan_candidates(cfg: HardwareConfig, *, rows: int, dk: int, dv: int, kv_len:
                                 tried.append(f"rows {rw}, block {bn}: UB {base} B + dequant chunks > {buf.ub_bytes} B")
                                 continue
                             tc = t
-                        ub = sum(ub_slots(method, passes, rv, dk, dv, bn, nc, tc, parts, s_sl).values())
+                        ub = sum(ub_slots(method, passes, rv, dk, dv, bn, nc, tc, parts, s_sl, ob).values())
                         k0 = 0
                         k_cap = ceil(max(dk, bn) / ck0) * ck0
                         for f in range(16, 0, -1):
@@ -239,6 +241,7 @@ class AttnSchedule:
     core_units: list     # per used core: [(item, part), ...]
     merges: list         # per used core: [(item, c0, c1), ...] output columns it merges
     used_cores: int
+    out: str = "bf16"    # output dtype: bf16, or fp32 (no output cast: the error of the method itself)
     meta: dict = field(default_factory=dict)
 
     @property
@@ -279,7 +282,7 @@ def attention_schedule(cfg: HardwareConfig, *, batch: int, q_heads: int, kv_head
                        head_dim: int, rope_dim: int = 0, latent: bool = False, kv: str = "int8",
                        method: str = "dequant", passes: int = 2, block: int | None = None,
                        cores: int | None = None, kv_slots: int | None = None,
-                       rows_per_item: int | None = None) -> AttnSchedule:
+                       rows_per_item: int | None = None, out: str = "bf16") -> AttnSchedule:
     """Check the shape and choose everything (see AttnSchedule); build_attention emits exactly this."""
     if method == "native" and kv == "int8":
         kv = "bf16"  # native means a bf16 cache
@@ -291,13 +294,15 @@ def attention_schedule(cfg: HardwareConfig, *, batch: int, q_heads: int, kv_head
         raise GraphError(f"kv_slots {kv_slots}: choose one of {', '.join(map(str, KV_SLOTS))}")
     dk, dv = head_dim + rope_dim, head_dim
     rows = q_heads // kv_heads * q_len
+    if out not in OUT_DTYPES:
+        raise GraphError(f"output dtype {out!r}: choose one of {', '.join(OUT_DTYPES)}")
     if rows_per_item is not None and not 1 <= rows_per_item <= rows:
         raise GraphError(f"rows_per_item {rows_per_item}: choose 1 to {rows} (query rows per (batch, kv-head))")
     cands = plan_candidates(cfg, rows=rows, dk=dk, dv=dv, kv_len=kv_len, q_len=q_len, latent=latent, method=method,
                             passes=passes, kv_groups=batch * kv_heads, cores=cores, block=block, kv_slots=kv_slots,
-                            rows_per_item=rows_per_item)
+                            rows_per_item=rows_per_item, out=out)
     shape = (method, passes if method == "msd" else 1, batch, q_heads, kv_heads, q_len, kv_len, head_dim, rope_dim,
-             latent, dk, dv, rows)
+             latent, dk, dv, rows, out)
     scheds = [_schedule(shape, pl, cores) for pl in cands]
     if len(scheds) == 1:
         return scheds[0]
@@ -309,7 +314,7 @@ def attention_schedule(cfg: HardwareConfig, *, batch: int, q_heads: int, kv_head
 
 def _schedule(shape: tuple, pl: AttnPlan, cores: int) -> AttnSchedule:
     """Work items, KV parts and the units and merges of every core for plan `pl`."""
-    method, passes, batch, q_heads, kv_heads, q_len, kv_len, head_dim, rope_dim, latent, dk, dv, rows = shape
+    method, passes, batch, q_heads, kv_heads, q_len, kv_len, head_dim, rope_dim, latent, dk, dv, rows, out = shape
     groups = [(r0, min(r0 + pl.rows_w, rows)) for r0 in range(0, rows, pl.rows_w)]
     items = [(b, h, rg) for b in range(batch) for h in range(kv_heads) for rg in groups]
     n_splits = cores // len(items) if len(items) < cores else 1
@@ -332,7 +337,7 @@ def _schedule(shape: tuple, pl: AttnPlan, cores: int) -> AttnSchedule:
                 if cb > ca:
                     merges[c].append((i, ca, cb))
     return AttnSchedule(method, passes if method == "msd" else 1, batch, q_heads, kv_heads, q_len, kv_len, head_dim,
-                        rope_dim, latent, dk, dv, rows, pl, items, parts, core_units, merges, used)
+                        rope_dim, latent, dk, dv, rows, pl, items, parts, core_units, merges, used, out)
 
 
 def schedule_meta(s: AttnSchedule) -> dict:
@@ -349,12 +354,12 @@ def build_attention(cfg: HardwareConfig, *, batch: int, q_heads: int, kv_heads: 
                     head_dim: int, rope_dim: int = 0, latent: bool = False, kv: str = "int8",
                     method: str = "dequant", passes: int = 2, block: int | None = None,
                     cores: int | None = None, kv_slots: int | None = None,
-                    rows_per_item: int | None = None) -> KernelGraph:
+                    rows_per_item: int | None = None, out: str = "bf16") -> KernelGraph:
     """The attention schedule of `method` (native | dequant | msd) as a KernelGraph (see module docstring).
     block, kv_slots, rows_per_item pin those plan choices (default: the fastest by the closed-form model)."""
     s = attention_schedule(cfg, batch=batch, q_heads=q_heads, kv_heads=kv_heads, q_len=q_len, kv_len=kv_len,
                            head_dim=head_dim, rope_dim=rope_dim, latent=latent, kv=kv, method=method, passes=passes,
-                           block=block, cores=cores, kv_slots=kv_slots, rows_per_item=rows_per_item)
+                           block=block, cores=cores, kv_slots=kv_slots, rows_per_item=rows_per_item, out=out)
     return _Builder(cfg, s).g
 
 
@@ -371,13 +376,14 @@ class _Builder:
         batch, kv_heads, rows = s.batch, s.kv_heads, s.rows
         used_cores = s.used_cores
         self.sm = float(softmax_scale(dk))
+        self.ob = 4 if s.out == "fp32" else 2   # output bytes per element
         tag = f"{method}{s.passes if self.msd else ''}"
         g = self.g = KernelGraph(name=f"attention_{tag}_{'mla' if latent else 'gqa'}_b{batch}_h{s.q_heads}x{kv_heads}"
                                  f"_q{s.q_len}_kv{s.kv_len}_d{dk}")
         g.meta = {"kernel": "attention", "method": method, "kv": "bf16" if method == "native" else "int8",
                   "weights": "bf16" if method == "native" else "int8", "batch": batch, "q_heads": s.q_heads,
                   "kv_heads": kv_heads, "q_len": s.q_len, "kv_len": s.kv_len, "head_dim": s.head_dim,
-                  "rope_dim": s.rope_dim, "latent": latent,
+                  "rope_dim": s.rope_dim, "latent": latent, "out": s.out,
                   "handoff": "ub_to_l1" if pl.kv_direct else "gm_workspace",
                   **schedule_meta(s),
                   "buffers_bytes": {"ub": pl.ub, "l1": pl.l1, "l0a": pl.l0a, "l0b": pl.l0b, "l0c": pl.l0c}}
@@ -399,9 +405,9 @@ class _Builder:
                 g.tensor("vq", (batch, kv_heads, s.kv_len, dv), "int8", Role.KV_CACHE, {**kvspec, "part": "vq"})
                 g.tensor("vs", (kv_heads, dv), "fp32", Role.KV_CACHE, {**kvspec, "part": "vs"})
                 inputs += ["vq", "vs"]
-        g.tensor("o", (batch, kv_heads, rows, dv), "bf16", Role.OUTPUT)
+        g.tensor("o", (batch, kv_heads, rows, dv), s.out, Role.OUTPUT)
         truth = "attention_fp64_bf16" if method == "native" else "attention_fp64"
-        kwargs = {"q_len": s.q_len, "block": pl.block, "n_splits": len(s.parts), "dv": dv}
+        kwargs = {"q_len": s.q_len, "block": pl.block, "n_splits": len(s.parts), "dv": dv, "out": s.out}
         if self.msd:
             kwargs["passes"] = s.passes
         g.reference = {"fn": f"attention_{method}", "inputs": inputs, "output": "o", "kwargs": kwargs, "truth": truth}
@@ -459,7 +465,8 @@ class _Core:
         self.v: list[dict] = []
         for u in self.aivs:
             pre = f"c{c}.{u.name}."
-            slots = ub_slots(b.method, b.p, pl.rv, dk, dv, pl.block, pl.nc, pl.tc, len(b.parts), pl.s_slots)
+            slots = ub_slots(b.method, b.p, pl.rv, dk, dv, pl.block, pl.nc, pl.tc, len(b.parts), pl.s_slots,
+                             4 if b.s.out == "fp32" else 2)
             S = {name: g.slot(pre + name, u, Buffer.UB, n) for name, n in slots.items()}
             d = {"o": S["o"], "s": [S[f"s{i}"] for i in range(pl.s_slots)], "p": [S["p0"], S["p1"]], "m": S["m"],
                  "l": S["l"],
@@ -838,10 +845,10 @@ class _Core:
                 d["n"]["out"] += 1
                 out = d["out"][k]
                 reads = (d["o"], d["l"]) + ((d["vs"],) if b.msd else ())
-                last = self.prog(u, f"_fin[{h},{x0},{c0}]", finalize_steps(b.method), rv * (c1 - c0), reads=reads,
-                                 writes=(out,), deps=[self.writer[d["o"]]],
-                                 compute={"fn": "attn_finalize", "cols": (c0, c1)})
-                self.dma(f"st_o[{bb},{h},{r0 + x0},{c0}]", u, Path.UB_TO_GM, rv * (c1 - c0) * 2, Role.OUTPUT,
+                last = self.prog(u, f"_fin[{h},{x0},{c0}]", finalize_steps(b.method, b.s.out), rv * (c1 - c0),
+                                 reads=reads, writes=(out,), deps=[self.writer[d["o"]]],
+                                 compute={"fn": "attn_finalize", "cols": (c0, c1), "out": b.s.out})
+                self.dma(f"st_o[{bb},{h},{r0 + x0},{c0}]", u, Path.UB_TO_GM, rv * (c1 - c0) * b.ob, Role.OUTPUT,
                          gm=GmRef("o", ((bb, bb + 1), (h, h + 1), (r0 + x0, r0 + x1), (c0, c1))), src=out, deps=[last])
 
     def merge(self, i, item, ca, cb):
@@ -878,8 +885,8 @@ class _Core:
                 out = d["out"][k]
                 reads = (d["acc"], d["L"]) + ((d["vs"],) if b.msd else ())
                 deps = [self.writer[d["acc"]]]
-                last = self.prog(u, f"_mfin[{i},{x0},{c0}]", finalize_steps(b.method), rv * (c1 - c0), reads=reads,
-                                 writes=(out,), deps=deps,
-                                 compute={"fn": "attn_finalize", "cols": (c0, c1), "acc_cols": True})
-                self.dma(f"st_o[{bb},{h},{r0 + x0},{c0}]", u, Path.UB_TO_GM, rv * (c1 - c0) * 2, Role.OUTPUT,
+                last = self.prog(u, f"_mfin[{i},{x0},{c0}]", finalize_steps(b.method, b.s.out), rv * (c1 - c0),
+                                 reads=reads, writes=(out,), deps=deps,
+                                 compute={"fn": "attn_finalize", "cols": (c0, c1), "acc_cols": True, "out": b.s.out})
+                self.dma(f"st_o[{bb},{h},{r0 + x0},{c0}]", u, Path.UB_TO_GM, rv * (c1 - c0) * b.ob, Role.OUTPUT,
                          gm=GmRef("o", ((bb, bb + 1), (h, h + 1), (r0 + x0, r0 + x1), (c0, c1))), src=out, deps=[last])

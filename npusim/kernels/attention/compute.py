@@ -132,7 +132,7 @@ def _finalize(dp: Datapath, op: Op, spec: dict) -> dict:
     else:
         o = o[:, c0:c1]
     vs = dp.read_slot(op, op.reads[2])[c0:c1] if len(op.reads) > 2 else None
-    return {op.writes[0]: att.finalize(o, l, vs)}
+    return {op.writes[0]: att.finalize(o, l, vs, spec.get("out", "bf16"))}
 
 
 @register("attn_merge_w")

@@ -51,9 +51,10 @@ def o_update_steps(method: str, passes: int, first: bool) -> tuple[VecStep, ...]
 V_SCALE_MSD = (VecStep("muls", _F32),)
 
 
-def finalize_steps(method: str) -> tuple[VecStep, ...]:
-    """Per output element: O / l, (MSD: x v_scale / 127), cast to bf16."""
-    return (VecStep("div", _F32),) + ((VecStep("mul", _F32),) if method == "msd" else ()) + (VecStep("cast", _F32),)
+def finalize_steps(method: str, out: str = "bf16") -> tuple[VecStep, ...]:
+    """Per output element: O / l, (MSD: x v_scale / 127), cast to bf16 (none for an fp32 output)."""
+    return ((VecStep("div", _F32),) + ((VecStep("mul", _F32),) if method == "msd" else ())
+            + ((VecStep("cast", _F32),) if out == "bf16" else ()))
 
 
 MERGE_WEIGHTS = (VecStep("reduce_max", _F32), VecStep("sub", _F32), VecStep("exp", _F32), VecStep("mul", _F32),
