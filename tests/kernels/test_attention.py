@@ -252,7 +252,8 @@ def test_mla_decode_is_cube_bound_above_the_kv_roofline_at_32k(cfg910):
 # ---- 5. refusals -----------------------------------------------------------------------------------------
 
 REFUSED = [
-    (dict(batch=1, q_heads=6, kv_heads=4, q_len=1, kv_len=64, head_dim=64), "q_heads = 6 is not a multiple of kv_heads = 4"),
+    (dict(batch=1, q_heads=6, kv_heads=4, q_len=1, kv_len=64, head_dim=64),
+     "q_heads = 6 is not a multiple of kv_heads = 4"),
     (dict(batch=1, q_heads=4, kv_heads=1, q_len=1, kv_len=64, head_dim=16384), "does not fit the buffers of 910b"),
     (dict(batch=1, q_heads=4, kv_heads=1, q_len=1, kv_len=0, head_dim=64), "kv_len = 0 must be a positive integer"),
     (dict(batch=1, q_heads=4, kv_heads=1, q_len=0, kv_len=64, head_dim=64), "q_len = 0 must be a positive integer"),

@@ -176,8 +176,9 @@ def plan_candidates(cfg: HardwareConfig, *, rows: int, dk: int, dv: int, kv_len:
             parts = len(kv_partition(kv_len, q_len, bn, max(1, splits)))
             for slots in ([kv_slots] if kv_slots else KV_SLOTS):
                 best = None
-                for sc, nc, s_sl in [(sc, nc, s_sl) for s_sl in S_SLOTS for sc in [c for c in S_CHUNKS if c <= bn] or [bn]
-                                     for nc in [c for c in NC_CHOICES if c <= dv] or [dv]]:
+                s_tiles = [c for c in S_CHUNKS if c <= bn] or [bn]
+                pv_tiles = [c for c in NC_CHOICES if c <= dv] or [dv]
+                for sc, nc, s_sl in [(sc, nc, s_sl) for s_sl in S_SLOTS for sc in s_tiles for nc in pv_tiles]:
                         tc = 0
                         if method == "dequant":
                             base = sum(ub_slots(method, passes, rv, dk, dv, bn, nc, 0, parts, s_sl, ob).values())
@@ -727,10 +728,12 @@ class _Core:
             outs = [(0, rw)] if len(chunks) == 1 else [ctx["rows_of"][a] for a in ctx["act"]]
             ops = []
             for x0, x1 in outs:
-                fix = self.dma(f"st_s[{ctx['h']},{a0 + s0},{x0}]", self.aic, Path.L0C_TO_GM, p * (x1 - x0) * (s1 - s0) * 4,
-                               Role.PARTIAL, gm=GmRef("s_ws", ((c, c + 1), (j, j + 1), (0, p), (x0, x1), (s0, s1))),
+                fix = self.dma(f"st_s[{ctx['h']},{a0 + s0},{x0}]", self.aic, Path.L0C_TO_GM,
+                               p * (x1 - x0) * (s1 - s0) * 4, Role.PARTIAL,
+                               gm=GmRef("s_ws", ((c, c + 1), (j, j + 1), (0, p), (x0, x1), (s0, s1))),
                                src=acc, deps=[mm], extra_slot_deps=b.readers(key),
-                               compute={"fn": "copy", "view": (p, rw, s1 - s0), "sub": ((0, p), (x0, x1), (0, s1 - s0))})
+                               compute={"fn": "copy", "view": (p, rw, s1 - s0),
+                                        "sub": ((0, p), (x0, x1), (0, s1 - s0))})
                 ops.append(fix)
             self.sl[acc] = list(ops)
             fixes += ops
