@@ -27,11 +27,19 @@ METHOD = typer.Option("dequant", "--method", help="native (bf16 KV) | dequant | 
 PASSES = typer.Option(2, "--passes", help="MSD passes (1-4)")
 BLOCK = typer.Option(None, "--block", help="KV tokens per block (default: the largest that fits the buffers)")
 CORES = typer.Option(None, "--cores", help="AI-core groups to use (default: all)")
+KV_SLOTS = typer.Option(None, "--kv-slots", help="KV blocks held in L1 at once, 2 or 3 (default: the model's choice)")
+ROWS = typer.Option(None, "--rows-per-item", help="query rows (heads x queries) per work item; each item reads the "
+                                                  "whole KV of its head group (default: the model's choice)")
+OUT = typer.Option("bf16", "--out", help="output dtype: bf16, or fp32 to see each method's error without the final cast")
 
 
-def _shape(batch, q_heads, kv_heads, q_len, kv_len, head_dim, rope_dim, latent, block, cores) -> dict[str, Any]:
+def _shape(batch, q_heads, kv_heads, q_len, kv_len, head_dim, rope_dim, latent, block, cores, kv_slots=None,
+           rows_per_item=None, out="bf16") -> dict[str, Any]:
+    if out not in ("bf16", "fp32"):
+        raise common.NpusimError(f"--out {out!r}: choose bf16 or fp32")
     return dict(batch=batch, q_heads=q_heads, kv_heads=kv_heads, q_len=q_len, kv_len=kv_len, head_dim=head_dim,
-                rope_dim=rope_dim, latent=latent, block=block, cores=cores)
+                rope_dim=rope_dim, latent=latent, block=block, cores=cores, kv_slots=kv_slots,
+                rows_per_item=rows_per_item, out=out)
 
 
 @common.user_errors
@@ -39,6 +47,7 @@ def run_attention(
     batch: int = BATCH, q_heads: int = Q_HEADS, kv_heads: int = KV_HEADS, q_len: int = Q_LEN, kv_len: int = KV_LEN,
     head_dim: int = HEAD_DIM, rope_dim: int = ROPE_DIM, latent: bool = LATENT, kv: str = KV, method: str = METHOD,
     passes: int = PASSES, block: Optional[int] = BLOCK, cores: Optional[int] = CORES,
+    kv_slots: Optional[int] = KV_SLOTS, rows_per_item: Optional[int] = ROWS, out: str = OUT,
     hw: str = common.HW, overrides: Optional[list[str]] = common.SET, seed: int = common.SEED,
     trace: Optional[Path] = common.TRACE, json_out: bool = common.JSON, no_numerics: bool = common.NO_NUMERICS,
 ) -> None:
@@ -49,7 +58,8 @@ def run_attention(
     if method == "native":
         kv = "bf16"
     graph = build_attention(cfg, kv=kv, method=method, passes=passes,
-                            **_shape(batch, q_heads, kv_heads, q_len, kv_len, head_dim, rope_dim, latent, block, cores))
+                            **_shape(batch, q_heads, kv_heads, q_len, kv_len, head_dim, rope_dim, latent, block, cores,
+                                     kv_slots, rows_per_item, out))
     common.run_and_report(graph, cfg, seed=seed, trace=trace, json_out=json_out, numerics=not no_numerics)
 
 
@@ -58,12 +68,14 @@ def compare_attention(
     batch: int = BATCH, q_heads: int = Q_HEADS, kv_heads: int = KV_HEADS, q_len: int = Q_LEN, kv_len: int = KV_LEN,
     head_dim: int = HEAD_DIM, rope_dim: int = ROPE_DIM, latent: bool = LATENT, passes: int = PASSES,
     block: Optional[int] = BLOCK, cores: Optional[int] = CORES,
+    kv_slots: Optional[int] = KV_SLOTS, rows_per_item: Optional[int] = ROWS, out: str = OUT,
     hw: str = common.HW, overrides: Optional[list[str]] = common.SET, seed: int = common.SEED,
     json_out: bool = common.JSON, no_numerics: bool = common.NO_NUMERICS,
 ) -> None:
     """One attention shape, native (bf16 KV), dequant and MSD (int8 KV) side by side."""
     cfg = common.config(hw, overrides)
-    shape = _shape(batch, q_heads, kv_heads, q_len, kv_len, head_dim, rope_dim, latent, block, cores)
+    shape = _shape(batch, q_heads, kv_heads, q_len, kv_len, head_dim, rope_dim, latent, block, cores,
+                   kv_slots, rows_per_item, out)
     docs = run_attention_comparison(cfg, shape, passes=passes, seed=seed, numerics=not no_numerics)
     if json_out:
         sys.stdout.write(json.dumps({"rows": docs}, sort_keys=True) + "\n")

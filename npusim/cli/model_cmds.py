@@ -40,8 +40,9 @@ def verify_cmd(
     json_out: bool = common.JSON,
     quick: bool = typer.Option(False, "--quick", help="a small subset of the grid (M 1, 16, 256; two shapes)"),
 ) -> None:
-    """Every GEMM method over M x (K, N) of the shipped workloads: simulated vs modelled cycles, the
-    binding resource and GM traffic by role (bytes exact; HBM vs L2 within the model's range)."""
+    """Every GEMM method over M x (K, N) of the shipped workloads, and attention decode (GQA and MLA at 4k
+    and 32k context; not in --quick): simulated vs modelled cycles, the binding resource and GM traffic by
+    role (bytes exact; HBM vs L2 within the model's range)."""
     hws = [hw] if hw else list(PRESETS)
     err = Console(stderr=True)
     t0 = time.time()
@@ -62,7 +63,7 @@ def verify_cmd(
         return
     c = _console()
     t = Table(title=f"simulation vs closed-form model ({len(res['rows'])} points)", title_justify="left")
-    for col in ("#", "hw", "method", "M×K×N", "sim cycles", "model cycles", "ratio", "model bound", "sim leader",
+    for col in ("#", "hw", "method", "shape", "sim cycles", "model cycles", "ratio", "model bound", "sim leader",
                 "traffic", "HBM MiB sim / model"):
         t.add_column(col, justify="right" if "cycles" in col or col in ("ratio", "#") else "left")
     notes = []

@@ -328,6 +328,7 @@ def register(kernel: str, method: str):
 
 
 def model_for(kernel: str, method: str) -> Callable[..., ModelResult]:
+    import npusim.model.attention  # noqa: F401  (registers the attention models)
     import npusim.model.gemm  # noqa: F401  (registers the GEMM models)
     fn = MODELS.get((kernel, method))
     if fn is None:
