@@ -155,3 +155,9 @@ def test_graph_round_trip_is_lossless(cfg910):
     g = build_gemm_native(cfg910, 20, 70, 30, cores=2)
     d = graph_to_dict(g)
     assert graph_to_dict(graph_from_dict(json.loads(json.dumps(d)))) == d
+
+
+def test_attention_out_option_is_checked():
+    r = subprocess.run([sys.executable, "-m", "npusim", "run", "attention", "--out", "fp16"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "--out 'fp16': choose bf16 or fp32" in r.stderr and "Traceback" not in r.stderr

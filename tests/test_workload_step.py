@@ -124,9 +124,3 @@ def test_run_workload_bad_input_is_one_message(tiny, tmp_path, args, message):
     r = subprocess.run([sys.executable, "-m", "npusim", "run", "workload", "--workload", str(p), *args],
                        capture_output=True, text=True)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
-
-
-def test_attention_out_option_is_checked():
-    r = subprocess.run([sys.executable, "-m", "npusim", "run", "attention", "--out", "fp16"],
-                       capture_output=True, text=True)
-    assert r.returncode == 2 and "--out 'fp16': choose bf16 or fp32" in r.stderr and "Traceback" not in r.stderr
