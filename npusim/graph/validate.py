@@ -25,10 +25,6 @@ def buffer_capacity(cfg: HardwareConfig, buffer: Buffer) -> int:
 
 def find_cycle(graph: KernelGraph) -> list[str] | None:
     """Names of the ops on one dependency cycle, or None if the edges form a DAG."""
-    # Builders emit ops after their dependencies; only a graph with a forward edge can have a cycle,
-    # so the common case never builds the networkx graph.
-    if all(max(op.deps + op.slot_deps, default=-1) < i for i, op in enumerate(graph.ops)):
-        return None
     g = nx.DiGraph()
     g.add_nodes_from(range(len(graph.ops)))
     for i, op in enumerate(graph.ops):
@@ -50,9 +46,14 @@ def validate_graph(graph: KernelGraph, cfg: HardwareConfig) -> None:
     # one are reported with the first op that has it).
     valid_shapes: set = set()
     valid_uses: set = set()
+    # Builders emit ops after their dependencies; only a graph with a forward edge can have a cycle,
+    # so the common case never builds the networkx graph.
+    forward = False
     slots = graph.slots
     for i, op in enumerate(graph.ops):
         deps = op.slot_deps + op.deps if op.slot_deps else op.deps
+        if deps and max(deps) >= i:
+            forward = True
         if deps and (min(deps) < 0 or max(deps) >= n_ops or i in deps):
             where = f"op {i} {op.name!r}"
             for d in deps:
@@ -81,7 +82,7 @@ def validate_graph(graph: KernelGraph, cfg: HardwareConfig) -> None:
             break
 
     problems += _check_capacities(graph, cfg)
-    if not problems:
+    if not problems and forward:
         cycle = find_cycle(graph)
         if cycle:
             problems.append("dependency cycle: " + " -> ".join(cycle + cycle[:1]))
