@@ -296,28 +296,48 @@ def attention_msd(q, kq, ks, vq=None, vs=None, *, q_len, block, n_splits=1, dv, 
 
 
 def _fp64_attention(q, k, v, q_len):
-    """Exact-input FP64 attention with the causal chunk mask; q (B, H, R, Dk), k (B, H, L, Dk), v (B, H, L, Dv)."""
-    q64, k64, v64 = (np.asarray(x, dtype=np.float64) for x in (q, k, v))
-    kv_len, r = k64.shape[2], q64.shape[2]
-    s = np.einsum("bhrd,bhld->bhrl", q64, k64) / np.sqrt(k64.shape[3])
-    limit = visible_limit(kv_len, q_len, np.arange(r))
-    s = np.where(np.arange(kv_len)[None, :] <= limit[:, None], s, -np.inf)
-    s = s - s.max(axis=3, keepdims=True)
-    p = np.exp(s)
-    p /= p.sum(axis=3, keepdims=True)
-    return np.einsum("bhrl,bhld->bhrd", p, v64)
+    """Exact-input FP64 attention with the causal chunk mask; q (B, H, R, Dk), k (B, H, L, Dk), v (B, H, L, Dv).
+
+    k and v may be callables (b, h) -> that head's (L, D) float64 array, so that a long cache is widened
+    to float64 one head at a time instead of whole (a 32k-token cache of a batch would take GBs)."""
+    q64 = np.asarray(q, dtype=np.float64)
+    b_n, h_n, r = q64.shape[:3]
+    k_of = k if callable(k) else (lambda b, h, a=np.asarray(k, dtype=np.float64): a[b, h])
+    v_of = v if callable(v) else (lambda b, h, a=np.asarray(v, dtype=np.float64): a[b, h])
+    out = None
+    for b in range(b_n):
+        for h in range(h_n):
+            kh, vh = k_of(b, h), v_of(b, h)
+            kv_len = kh.shape[0]
+            s = np.einsum("rd,ld->rl", q64[b, h], kh) / np.sqrt(kh.shape[1])
+            limit = visible_limit(kv_len, q_len, np.arange(r))
+            s = np.where(np.arange(kv_len)[None, :] <= limit[:, None], s, -np.inf)
+            s = s - s.max(axis=1, keepdims=True)
+            p = np.exp(s)
+            p /= p.sum(axis=1, keepdims=True)
+            o = np.einsum("rl,ld->rd", p, vh)
+            if out is None:
+                out = np.empty((b_n, h_n, r, o.shape[1]))
+            out[b, h] = o
+    return out
 
 
 def attention_fp64(q, kq, ks, vq=None, vs=None, *, q_len, dv, **_):
     """FP64 truth on the dequantized KV (the exact values q x s the int8 codes stand for)."""
     kq = np.asarray(kq)
     ks64 = np.asarray(ks, dtype=np.float64)
-    k = kq.astype(np.float64) * ks64[None, :, None, :]
+
+    def k_of(b, h):
+        return kq[b, h].astype(np.float64) * ks64[h][None, :]
     if vq is None:
-        v = k[..., :dv]
+        def v_of(b, h):
+            return k_of(b, h)[:, :dv]
     else:
-        v = np.asarray(vq).astype(np.float64) * np.asarray(vs, dtype=np.float64)[None, :, None, :]
-    return _fp64_attention(q, k, v, q_len)
+        vq_, vs64 = np.asarray(vq), np.asarray(vs, dtype=np.float64)
+
+        def v_of(b, h):
+            return vq_[b, h].astype(np.float64) * vs64[h][None, :]
+    return _fp64_attention(q, k_of, v_of, q_len)
 
 
 def attention_fp64_bf16(q, k, v=None, *, q_len, dv, **_):
