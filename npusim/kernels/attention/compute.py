@@ -27,31 +27,31 @@ register_reference("attention_fp64_bf16", att.attention_fp64_bf16)
 @register_init("attn_kv")
 def _init_kv(t: Tensor, spec: dict, inputs: Inputs) -> np.ndarray:
     """The KV cache from float K, V ~ N(0, 1) with a few outlier channels (x4): bf16 for the native method,
-    or int8 codes with per-(kv-head, channel) scales over all batches and positions."""
+    or int8 codes with per-(kv-head, channel) scales over all batches and positions.
+
+    Only the form a graph asks for is made (bf16, or codes and scales), from K's or V's own float stream,
+    and the float tensor is dropped as soon as it is converted: a 32k-token cache of a batch is GBs."""
     b, h, l, dk, dv, latent = (spec[k] for k in ("b", "h", "l", "dk", "dv", "latent"))
-    key = ("attn_kv", b, h, l, dk, dv, latent)
+    part = spec["part"]  # k_bf16 | v_bf16 | kq | ks | vq | vs
+    which, fmt = part[0], ("bf16" if part.endswith("_bf16") else "int8")
+    key = ("attn_kv", b, h, l, dk, dv, latent, which, fmt)
     if key not in inputs.cache:
-        def make(name, d):
-            x = inputs.random(name, (b, h, l, d), {"kind": "normal", "std": 1.0})
-            x[..., ::17] *= np.float32(4.0)  # outlier channels: what per-channel scales are for
-            return x
-        kf = make("k_float", dk)
-        vf = None if latent else make("v_float", dv)
-        parts = {"k_bf16": to_bf16(kf)}
-        if vf is not None:
-            parts["v_bf16"] = to_bf16(vf)
-        for name, x in (("k", kf), ("v", vf)):
-            if x is None:
-                continue
+        d = dk if which == "k" else dv
+        x = inputs.random(f"{which}_float", (b, h, l, d), {"kind": "normal", "std": 1.0})
+        x[..., ::17] *= np.float32(4.0)  # outlier channels: what per-channel scales are for
+        if fmt == "bf16":
+            parts = {part: to_bf16(x)}
+        else:
             q = np.empty(x.shape, np.int8)
-            s = np.empty((h, x.shape[3]), np.float32)
+            s = np.empty((h, d), np.float32)
             for hh in range(h):
-                qw = quantize_weights_int(x[:, hh].reshape(b * l, x.shape[3]), bits=8)
-                q[:, hh] = qw.q.reshape(b, l, x.shape[3])
+                qw = quantize_weights_int(x[:, hh].reshape(b * l, d), bits=8)
+                q[:, hh] = qw.q.reshape(b, l, d)
                 s[hh] = qw.scale
-            parts[name + "q"], parts[name + "s"] = q, s
+            parts = {which + "q": q, which + "s": s}
+        del x
         inputs.cache[key] = parts
-    return inputs.cache[key][spec["part"]].astype(np_dtype(t.dtype))
+    return inputs.cache[key][part].astype(np_dtype(t.dtype), copy=False)
 
 
 @register("attn_copy_t")
