@@ -211,14 +211,21 @@ def msd_ub_bytes(m0: int, n0: int, k: int, passes: int, piece: int, rc: int) -> 
     return decompose, recombine
 
 
+MSD_ONE_ROW_TILE_MAX_M = 64
+
+
 def msd_plan(cfg: HardwareConfig, m: int, k: int, n: int, cores: int, passes: int,
              tiling: GemmTiling | None = None) -> MsdPlan:
     p = passes
     m16 = ceil(m / 16) * 16
     resident = p * m16 * k <= cfg.buffers.l1_bytes // 2
+    # Up to 64 tokens MSD keeps all rows in one tile, so each int8 weight byte streams from HBM once (its
+    # point at decode). The estimate prices a second row tile's weights from L2 and would otherwise split
+    # M = 17..64 into tiles of 16, re-reading W for the second half.
     t = tiling or choose_gemm_tiling(cfg, m, k, n, cores, a_dtype="int8", b_dtype="int8", out_dtype="int32",
                                      a_row_factor=p, partition="columns",
-                                     a_resident_bytes=p * m16 * k if resident else 0)
+                                     a_resident_bytes=p * m16 * k if resident else 0,
+                                     min_m0=m16 if m16 <= MSD_ONE_ROW_TILE_MAX_M else 0)
     ub = cfg.buffers.ub_bytes
     # Recombination: up to half a tile's rows (both AIVs share each tile), fewer if the UB is short.
     rc = max(1, ceil(min(t.m0, m) / 2))
