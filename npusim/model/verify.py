@@ -140,19 +140,15 @@ def check_traffic(sim: dict, model: dict) -> list[str]:
     return bad
 
 
-def run_attention_point(p: AttnPoint, cfg: HardwareConfig) -> dict:
-    """An attention point: simulated (timing only) and modelled, compared as run_point compares GEMMs."""
-    kw = p.kwargs()
-    doc = run_json(simulate(build_attention(cfg, method=p.method, **kw), cfg, numerics=False))
-    mod = model_attention(cfg, method=p.method, **kw)
+def _compare(p, cfg: HardwareConfig, doc: dict, mod, shape_fields: dict, meta: dict, tiles_per_core: int) -> dict:
+    """The row of one grid point: simulated run JSON `doc` against model result `mod`."""
     sim_tr = sim_traffic(doc, cfg.l2.enabled)
     bad = check_traffic(sim_tr, mod.traffic)
     ratio = doc["cycles"] / mod.cycles if mod.cycles else float("inf")
     sim_groups = grouped(doc["critical_path"])
     sim_leader = leader(sim_groups)
-    row = {
-        "kernel": p.kernel, "method": p.method, "hw": cfg.meta.name, "shape": p.shape,
-        "m": p.q_len, "k": None, "n": None, "kv_len": p.kv_len, "model": p.model,
+    return {
+        "kernel": p.kernel, "method": p.method, "hw": cfg.meta.name, "shape": p.shape, **shape_fields,
         "passes": p.passes if p.method == "msd" else None,
         "sim_cycles": doc["cycles"], "model_cycles": mod.cycles, "ratio": round(ratio, 4),
         "model_bound": mod.bound, "model_bound_stage": mod.bound_stage, "sim_leader": sim_leader,
@@ -162,12 +158,22 @@ def run_attention_point(p: AttnPoint, cfg: HardwareConfig) -> dict:
         "sim_gm_bytes": sum(v["read_bytes"] + v["write_bytes"] for v in sim_tr.values()),
         "model_gm_bytes": mod.read_bytes + mod.write_bytes,
         "traffic_ok": not bad, "traffic_mismatches": bad,
-        "tiles_per_core": mod.steady_items, "steady_items": mod.steady_items,
+        "tiles_per_core": tiles_per_core, "steady_items": mod.steady_items,
         "within_tolerance": abs(ratio - 1) <= TOLERANCE, "bound_agrees": mod.bound == sim_leader,
-        "meta": {k: doc["meta"].get(k) for k in mod.plan},
+        "meta": meta,
+        # the model's plan choices must be the builder's (drift shows up here first)
         "plan_mismatches": {k: (doc["meta"].get(k), v) for k, v in mod.plan.items() if doc["meta"].get(k) != v},
         "note": None,
     }
+
+
+def run_attention_point(p: AttnPoint, cfg: HardwareConfig) -> dict:
+    """An attention point: simulated (timing only) and modelled, compared as run_point compares GEMMs."""
+    kw = p.kwargs()
+    doc = run_json(simulate(build_attention(cfg, method=p.method, **kw), cfg, numerics=False))
+    mod = model_attention(cfg, method=p.method, **kw)
+    row = _compare(p, cfg, doc, mod, {"m": p.q_len, "k": None, "n": None, "kv_len": p.kv_len, "model": p.model},
+                   {k: doc["meta"].get(k) for k in mod.plan}, mod.steady_items)  # KV blocks stand for tiles
     row["note"] = _note_attention(row)
     return row
 
@@ -199,29 +205,10 @@ def run_point(p, overrides: list[str] | None = None, cfg: HardwareConfig | None 
         return run_attention_point(p, cfg)
     doc = sim_gemm(cfg, p)
     mod = model_gemm(cfg, p.m, p.k, p.n, p.method, weights=p.weights, passes=p.passes)
-    sim_tr = sim_traffic(doc, cfg.l2.enabled)
-    bad = check_traffic(sim_tr, mod.traffic)
-    ratio = doc["cycles"] / mod.cycles if mod.cycles else float("inf")
-    sim_groups = grouped(doc["critical_path"])
-    sim_leader = leader(sim_groups)
-    row = {
-        "kernel": p.kernel, "method": p.method, "hw": cfg.meta.name, "shape": p.shape,
-        "m": p.m, "k": p.k, "n": p.n, "passes": p.passes if p.method == "msd" else None,
-        "sim_cycles": doc["cycles"], "model_cycles": mod.cycles, "ratio": round(ratio, 4),
-        "model_bound": mod.bound, "model_bound_stage": mod.bound_stage, "sim_leader": sim_leader,
-        "sim_critical_path": sim_groups, "model_attribution": mod.attribution,
-        "sim_hbm_bytes": doc["traffic"]["hbm_read_bytes"] + doc["traffic"]["hbm_write_bytes"],
-        "model_hbm_bytes": mod.hbm_bytes_expected,
-        "sim_gm_bytes": sum(v["read_bytes"] + v["write_bytes"] for v in sim_tr.values()),
-        "model_gm_bytes": mod.read_bytes + mod.write_bytes,
-        "traffic_ok": not bad, "traffic_mismatches": bad,
-        "tiles_per_core": mod.tiles_per_core, "steady_items": mod.steady_items,
-        "within_tolerance": abs(ratio - 1) <= TOLERANCE, "bound_agrees": mod.bound == sim_leader,
-        "meta": {k: v for k, v in doc["meta"].items() if k in ("handoff", "partials", "a_resident_in_l1", "tiling", "l1_weight_buffers")},
-        # the model's tiling and schedule choices must be the builder's (drift shows up here first)
-        "plan_mismatches": {k: (doc["meta"].get(k), v) for k, v in mod.plan.items() if doc["meta"].get(k) != v},
-        "note": None,
-    }
+    row = _compare(p, cfg, doc, mod, {"m": p.m, "k": p.k, "n": p.n},
+                   {k: v for k, v in doc["meta"].items()
+                    if k in ("handoff", "partials", "a_resident_in_l1", "tiling", "l1_weight_buffers")},
+                   mod.tiles_per_core)
     row["note"] = _note(row)
     return row
 
