@@ -165,6 +165,7 @@ def compare_step(cfg: HardwareConfig, wl: Workload, phase: str | None, *, weight
                 row[label] = row.get(label, 0) + c["cycles"]
                 kernels += 1
         per_layer.append(row)
+        gc.collect()  # the layer's leftovers, while the heap is small: memory stays at one kernel
         if progress:
             progress(f"layer {layer + 1}/{n_layers}: "
                      + ", ".join(f"{m} {c:,}" for m, c in row.items() if m != "layer") + " cycles")
