@@ -138,3 +138,11 @@ def test_more_hbm_bandwidth_never_slows_decode(method):
         c = [simulate(build_gemm(cfg, m, 4096, 4096, method=method, weights=w), cfg, numerics=False).cycles
              for cfg in (base, fast)]
         assert c[1] <= c[0], (m, c)
+
+
+def test_msd_on_a_long_k_picks_row_tiles_whose_slots_fit_the_ub():
+    """Regression (DeepSeek-V3 kv_a_proj at prefill): with K = 7168 the AIVs' per-piece row maxima of a
+    128-row tile overflow the UB; the plan must fall back to shorter row tiles, not refuse the shape."""
+    cfg = load_config("910b")
+    res = simulate(build_gemm(cfg, 256, 7168, 576, method="msd", weights="int8"), cfg)
+    assert res.numerics.exact and res.graph.meta["tiling"]["m0"] <= 64

@@ -38,7 +38,7 @@ from npusim.kernels.gemm.mx_schedules import build_gemm_mx, check_mx_method
 from npusim.kernels.gemm.native import COPY, TO_BF16, build_gemm_native, check_shape, tiling_meta
 from npusim.kernels.gemm.programs import (DEQUANT, MSD_ABSMAX, emit_program, msd_decompose_steps, msd_recombine_steps,
                                           program_cycles)
-from npusim.kernels.gemm.tiling import GemmTiling, assign_tiles, choose_gemm_tiling, k_chunks, split, split_range
+from npusim.kernels.gemm.tiling import M0_CHOICES, GemmTiling, assign_tiles, choose_gemm_tiling, k_chunks, split, split_range
 from npusim.numerics.msd import int32_safe_k
 
 WEIGHTS = ("bf16", "int8", "int8-g128", "mxfp4")
@@ -222,10 +222,25 @@ def msd_plan(cfg: HardwareConfig, m: int, k: int, n: int, cores: int, passes: in
     # Up to 64 tokens MSD keeps all rows in one tile, so each int8 weight byte streams from HBM once (its
     # point at decode). The estimate prices a second row tile's weights from L2 and would otherwise split
     # M = 17..64 into tiles of 16, re-reading W for the second half.
-    t = tiling or choose_gemm_tiling(cfg, m, k, n, cores, a_dtype="int8", b_dtype="int8", out_dtype="int32",
-                                     a_row_factor=p, partition="columns",
-                                     a_resident_bytes=p * m16 * k if resident else 0,
-                                     min_m0=m16 if m16 <= MSD_ONE_ROW_TILE_MAX_M else 0)
+    # The AIVs keep each tile row's maximum for every decomposition piece of K, so for a long K a tall
+    # tile may leave no room in UB: then the tiling is chosen again among shorter row tiles.
+    max_m0 = None
+    while True:
+        t = tiling or choose_gemm_tiling(cfg, m, k, n, cores, a_dtype="int8", b_dtype="int8", out_dtype="int32",
+                                         a_row_factor=p, partition="columns",
+                                         a_resident_bytes=p * m16 * k if resident else 0,
+                                         min_m0=m16 if m16 <= MSD_ONE_ROW_TILE_MAX_M else 0, max_m0=max_m0)
+        fit = _msd_pieces(cfg, t, m, k, p)
+        if fit is not None:
+            return MsdPlan(t, resident, *fit)
+        if tiling is not None or t.m0 <= 16:
+            raise GraphError(f"MSD-{p} on {m}x{k}x{n}: no decomposition piece fits the {cfg.buffers.ub_bytes} B UB "
+                             f"of {cfg.meta.name} beside the recombination slots (tile {t.m0}x{t.n0})")
+        max_m0 = max(c for c in M0_CHOICES if c < t.m0)
+
+
+def _msd_pieces(cfg: HardwareConfig, t: GemmTiling, m: int, k: int, p: int) -> tuple[int, int] | None:
+    """(decomposition piece, recombination rows) for tiling t, or None if no piece fits the UB."""
     ub = cfg.buffers.ub_bytes
     # Recombination: up to half a tile's rows (both AIVs share each tile), fewer if the UB is short.
     rc = max(1, ceil(min(t.m0, m) / 2))
@@ -234,17 +249,13 @@ def msd_plan(cfg: HardwareConfig, m: int, k: int, n: int, cores: int, passes: in
     # decomposition over many AIVs; else the largest that fits beside the recombination slots at all
     # (smaller pieces need more per-piece row-maximum slots, so the smallest is not always the best fit).
     candidates = [t.k1 >> i for i in range(8) if (t.k1 >> i) >= 16] or [t.k1]
-    half = [pc for pc in candidates if max(msd_ub_bytes(t.m0, t.n0, k, p, pc, rc)) <= ub // 2]
-    fits = half
+    fits = [pc for pc in candidates if max(msd_ub_bytes(t.m0, t.n0, k, p, pc, rc)) <= ub // 2]
     while not fits:
         fits = [pc for pc in candidates if sum(msd_ub_bytes(t.m0, t.n0, k, p, pc, rc)) <= ub]
         if fits or rc == 1:
             break
         rc = max(1, rc // 2)
-    if not fits:
-        raise GraphError(f"MSD-{p} on {m}x{k}x{n}: no decomposition piece fits the {ub} B UB of {cfg.meta.name} "
-                         f"beside the recombination slots (tile {t.m0}x{t.n0})")
-    return MsdPlan(t, resident, fits[0], rc)
+    return (fits[0], rc) if fits else None
 
 
 # ---- dequant ------------------------------------------------------------------------------------------

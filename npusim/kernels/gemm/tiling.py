@@ -49,7 +49,8 @@ def choose_gemm_tiling(cfg: HardwareConfig, m: int, k: int, n: int, cores: int, 
                        max_b_chunk_elements: int | None = None, max_acc_elements: int | None = None,
                        k1_multiple: int = 1, partition: str = "round_robin",
                        a_resident_bytes: int = 0, b_buffers: int = 2, max_n0: int | None = None,
-                       b_producer: Callable[[int, int], float] | None = None, min_m0: int = 0) -> GemmTiling:
+                       b_producer: Callable[[int, int], float] | None = None, min_m0: int = 0,
+                       max_m0: int | None = None) -> GemmTiling:
     """a_row_factor: A rows per output row (MSD stacks `passes` rows per token). The max_* limits come
     from the AIV side of a schedule (a weight chunk or an accumulator tile must fit in UB; max_n0 when the
     AIVs produce a chunk in pieces along K, each piece n0 columns wide).
@@ -59,7 +60,8 @@ def choose_gemm_tiling(cfg: HardwareConfig, m: int, k: int, n: int, cores: int, 
     before the AIC reads it: B then comes from L2 (with L2 on) however many row tiles there are, a core
     takes at least b_producer(n0, k1) cycles (the producers' time for its columns), and after the last
     piece lands the AIC still reads one whole chunk and feeds it to the Cube (a drain that grows with k1).
-    min_m0: the smallest row tile to consider (a schedule that must keep all rows in one tile)."""
+    min_m0, max_m0: the row tiles to consider (a schedule that must keep all rows in one tile, or whose
+    AIV-side slots grow with the rows)."""
     ab, bb, ob = DTYPE_BYTES[a_dtype], DTYPE_BYTES[b_dtype], DTYPE_BYTES[out_dtype]
     buf = cfg.buffers
     port_rate = costs.port(cfg, Path.GM_TO_L1).rate_bytes_per_cycle
@@ -72,7 +74,7 @@ def choose_gemm_tiling(cfg: HardwareConfig, m: int, k: int, n: int, cores: int, 
     m_cap = _round16(m)
     n_cap = _round16(n)
     n0_cap = min(512, n_cap, max_n0 or 512)
-    for m0 in (c for c in M0_CHOICES if min_m0 <= c <= m_cap) if m_cap >= 16 else ():
+    for m0 in (c for c in M0_CHOICES if min_m0 <= c <= min(m_cap, max_m0 or m_cap)) if m_cap >= 16 else ():
         for n0 in range(16, n0_cap + 1, 16):
             if max_acc_elements is not None and a_row_factor * m0 * n0 > max_acc_elements:
                 continue
