@@ -5,6 +5,11 @@ the AIC's L1 slot where the part has UB->L1 (one piece per chunk), else through 
 piece is produced once and the AIC reads back the whole L1 chunk, once every piece it covers has been
 written, by one DMA per row tile that needs it (the pieces differ along K only, so L2 serves the read
 from the resident written pieces).
+
+With one row tile (decode) each chunk is read once, so the workspace is a per-core ring of WORKSPACE_RING
+chunk buffers, reused as a real kernel reuses its workspace: a piece waits until the AIC has read the
+chunk that last used its ring slot. The ring stays in L2; a workspace the size of W would not, and its
+dirty lines would be written back to HBM during the run, taking the weights' bandwidth.
 """
 
 from __future__ import annotations
@@ -26,11 +31,22 @@ class DequantSide(Protocol):
     def dequant(self, tag: str, ka: int, kb: int, c0: int, c1: int) -> int: ...
 
 
+WORKSPACE_RING = 8  # chunk buffers per core: enough for the AIVs to run well ahead of the AIC
+
+
+def workspace_ring_shape(cores: int, k1: int, n0: int) -> tuple[int, int, int, int]:
+    """The GM workspace tensor of a ring hand-off: (core, ring slot, chunk rows, chunk columns)."""
+    return cores, WORKSPACE_RING, k1, n0
+
+
 class WeightHandoff:
-    def __init__(self, g: KernelGraph, aic: Unit, aivs: list[DequantSide], direct: bool):
-        self.g, self.aic, self.aivs, self.direct = g, aic, aivs, direct
+    def __init__(self, g: KernelGraph, aic: Unit, aivs: list[DequantSide], direct: bool, ring: bool = False):
+        """ring: the GM workspace is the per-core ring of workspace_ring_shape (one row tile only)."""
+        self.g, self.aic, self.aivs, self.direct, self.ring = g, aic, aivs, direct, ring
         self._produced: dict[tuple, int] = {}  # (pa, c0) -> op that wrote the piece to the workspace
         self._turn = 0
+        self._chunks = 0  # chunks handed over so far: chunk j uses ring slot j % WORKSPACE_RING
+        self._slot_reader: dict[int, int] = {}  # ring slot -> the AIC read of the chunk that used it last
 
     def _next_aiv(self) -> DequantSide:
         aiv = self.aivs[self._turn % len(self.aivs)]
@@ -53,6 +69,27 @@ class WeightHandoff:
             lb = g.dma(f"ub2l1_w{tag}", aiv.unit, Path.UB_TO_L1, nbytes, Role.WEIGHT, src=aiv.out_slot,
                        dst=sb, deps=[out], slot_deps=loop.readers[sb], compute=COPY)
             aiv.readers[aiv.out_slot].append(lb)
+        elif self.ring:
+            slot = self._chunks % WORKSPACE_RING
+            self._chunks += 1
+            core = self.aic.core
+            free = [self._slot_reader[slot]] if slot in self._slot_reader else []
+            written = []
+            for pa, pb in pieces:
+                ptag = f"[{pa}:{pb},{c0}:{c1}]"
+                aiv = self._next_aiv()
+                out = aiv.dequant(ptag, pa, pb, c0, c1)
+                region = ((core, core + 1), (slot, slot + 1), (pa - ka, pb - ka), (0, c1 - c0))
+                st = g.dma(f"st_wdeq{ptag}", aiv.unit, Path.UB_TO_GM, (pb - pa) * (c1 - c0) * 2,
+                           Role.WORKSPACE, gm=GmRef("w_deq", region), src=aiv.out_slot, deps=[out],
+                           slot_deps=free, compute=COPY)
+                aiv.readers[aiv.out_slot].append(st)
+                written.append(st)
+            region = ((core, core + 1), (slot, slot + 1), (0, kb - ka), (0, c1 - c0))
+            lb = g.dma(f"ld_wdeq{tag}", self.aic, Path.GM_TO_L1, nbytes, Role.WORKSPACE, gm=GmRef("w_deq", region),
+                       dst=sb, deps=written, slot_deps=loop.readers[sb],
+                       compute={**COPY, "reshape": [kb - ka, c1 - c0]})
+            self._slot_reader[slot] = lb
         else:
             written = []
             for pa, pb in pieces:
