@@ -178,18 +178,30 @@ def run_workload_comparison(cfg: HardwareConfig, wl: Workload, phase: str | None
     totals: dict[str, dict[str, Any]] = {}
     for gm in gemms + attention:
         for row in gm["rows"]:
-            tot = totals.setdefault(row["method"], {"method": row["method"], "weights": row["weights"],
-                                                     "cycles": 0, "hbm_bytes": 0, "cube_wait_vector_side_cycles": 0})
-            tot["cycles"] += gm["weight"] * row["cycles"]
-            tot["hbm_bytes"] += gm["weight"] * row["hbm_bytes"]
-            tot["cube_wait_vector_side_cycles"] += gm["weight"] * row["cube_wait_vector_side_cycles"]
+            add_to_totals(totals, row, gm["weight"])
+    return {"workload": wl.workload.name, "source": wl.workload.source, "phase": phase, "tokens": tokens,
+            "hw": cfg.meta.name, "layers": wl.workload.layers, "distinct_gemms_simulated": len(cache),
+            "gemms": gemms, "attention": attention, "totals": finish_totals(totals, cfg)}
+
+
+TOTAL_KEYS = ("cycles", "hbm_bytes", "cube_wait_vector_side_cycles")
+
+
+def add_to_totals(totals: dict[str, dict[str, Any]], row: dict[str, Any], weight: int = 1) -> None:
+    """Add `weight` x a comparison row to its method's totals."""
+    tot = totals.setdefault(row["method"], {"method": row["method"], "weights": row["weights"],
+                                            **dict.fromkeys(TOTAL_KEYS, 0)})
+    for key in TOTAL_KEYS:
+        tot[key] += weight * row[key]
+
+
+def finish_totals(totals: dict[str, dict[str, Any]], cfg: HardwareConfig) -> list[dict[str, Any]]:
+    """The per-method totals with their time and speedup over dequant."""
     base = totals.get("dequant", {}).get("cycles")
     for tot in totals.values():
         tot["time_us"] = tot["cycles"] / cfg.chip.clock_hz * 1e6
         tot["speedup_vs_dequant"] = base / tot["cycles"] if base else None
-    return {"workload": wl.workload.name, "source": wl.workload.source, "phase": phase, "tokens": tokens,
-            "hw": cfg.meta.name, "layers": wl.workload.layers, "distinct_gemms_simulated": len(cache),
-            "gemms": gemms, "attention": attention, "totals": list(totals.values())}
+    return list(totals.values())
 
 
 def render_workload(res: dict[str, Any], console: Console) -> None:

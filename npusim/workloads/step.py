@@ -21,10 +21,10 @@ from typing import Any, Callable, Iterator
 from npusim.config.schema import HardwareConfig
 from npusim.errors import NpusimError
 from npusim.graph.kernel_graph import KernelGraph
-from npusim.hw.records import Recorder
 from npusim.io import atomic_open
 from npusim.kernels.attention.build import build_attention
 from npusim.kernels.gemm.quant import build_gemm
+from npusim.report.metrics import traffic_summary
 from npusim.sim.run import simulate
 from npusim.workloads.load import Workload
 
@@ -82,11 +82,6 @@ def build_kernel(cfg: HardwareConfig, k: StepKernel, method: str, weights: str, 
                            block=None, cores=None, **shape)
 
 
-def _hbm_bytes(records: Recorder) -> int:
-    return (sum(r.nbytes for r in records.ops if r.level == "hbm")
-            + sum(w.nbytes for w in records.writebacks))
-
-
 def run_step(cfg: HardwareConfig, wl: Workload, phase: str | None, method: str, *, weights: str = "int8",
              passes: int = 2, layers: str | int | None = "all", context: int | None = None, numerics: bool = False,
              seed: int = 0, trace: str | None = None,
@@ -113,7 +108,8 @@ def run_step(cfg: HardwareConfig, wl: Workload, phase: str | None, method: str, 
             row["ops"] += len(res.graph.ops)
             cycles += res.cycles
             ops += len(res.graph.ops)
-            hbm += _hbm_bytes(res.records)
+            tr = traffic_summary(res.records.ops, res.records.writebacks)
+            hbm += tr["hbm_read_bytes"] + tr["hbm_write_bytes"]
             if res.numerics is not None:
                 exact = exact and res.numerics.exact
             if progress:
@@ -137,7 +133,7 @@ def compare_step(cfg: HardwareConfig, wl: Workload, phase: str | None, *, weight
                  layers: str | int | None = "all", context: int | None = None, numerics: bool = False,
                  seed: int = 0, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Every method over every kernel of the chosen layers, simulated layer by layer (nothing multiplied)."""
-    from npusim.report.compare import compare_fields, gemm_methods
+    from npusim.report.compare import add_to_totals, compare_fields, finish_totals, gemm_methods
     from npusim.report.run_report import run_json
 
     phase, tokens = wl.tokens(phase)
@@ -157,23 +153,15 @@ def compare_step(cfg: HardwareConfig, wl: Workload, phase: str | None, *, weight
             for m in methods:
                 c = compare_fields(run_json(simulate(build_kernel(cfg, k, m, weights, passes), cfg, seed=seed,
                                                      numerics=numerics)), None)
-                label = c["method"]  # "msd-2"
-                tot = totals.setdefault(label, {"method": label, "weights": c["weights"], "cycles": 0,
-                                                "hbm_bytes": 0, "cube_wait_vector_side_cycles": 0})
-                for key in ("cycles", "hbm_bytes", "cube_wait_vector_side_cycles"):
-                    tot[key] += c[key]
-                row[label] = row.get(label, 0) + c["cycles"]
+                add_to_totals(totals, c)
+                row[c["method"]] = row.get(c["method"], 0) + c["cycles"]  # labels as "msd-2"
                 kernels += 1
         per_layer.append(row)
         gc.collect()  # the layer's leftovers, while the heap is small: memory stays at one kernel
         if progress:
             progress(f"layer {layer + 1}/{n_layers}: "
                      + ", ".join(f"{m} {c:,}" for m, c in row.items() if m != "layer") + " cycles")
-    base = totals["dequant"]["cycles"]
-    for tot in totals.values():
-        tot["time_us"] = tot["cycles"] / cfg.chip.clock_hz * 1e6
-        tot["speedup_vs_dequant"] = base / tot["cycles"] if base else None
     return {"workload": wl.workload.name, "source": wl.workload.source, "phase": phase, "tokens": tokens,
             "hw": cfg.meta.name, "layers": n_layers, "model_layers": wl.workload.layers,
             "layers_simulated": n_layers, "kernels_simulated": kernels, "per_layer": per_layer,
-            "totals": list(totals.values())}
+            "totals": finish_totals(totals, cfg)}

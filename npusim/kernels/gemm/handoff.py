@@ -21,6 +21,7 @@ from npusim.graph.kernel_graph import KernelGraph
 from npusim.graph.ops import GmRef, Path, Role, Unit
 from npusim.kernels.gemm.cube_loop import CubeLoop
 from npusim.kernels.gemm.native import COPY
+from npusim.kernels.gemm.tiling import GemmTiling
 
 
 class DequantSide(Protocol):
@@ -34,14 +35,23 @@ class DequantSide(Protocol):
 WORKSPACE_RING = 8  # chunk buffers per core: enough for the AIVs to run well ahead of the AIC
 
 
-def workspace_ring_shape(cores: int, k1: int, n0: int) -> tuple[int, int, int, int]:
-    """The GM workspace tensor of a ring hand-off: (core, ring slot, chunk rows, chunk columns)."""
-    return cores, WORKSPACE_RING, k1, n0
+def declare_workspace(g: KernelGraph, t: GemmTiling, k: int, n: int, cores: int, direct: bool) -> bool:
+    """Declare the GM workspace a dequant schedule hands its chunks over in (none with a direct UB->L1
+    path); return whether it is the per-core ring. With one row tile (decode) each chunk is read once, so
+    a ring (core, ring slot, chunk rows, chunk columns) suffices; else every row tile re-reads the chunks
+    and the workspace is one bf16 copy of W."""
+    ring = not direct and t.tiles_m == 1
+    if ring:
+        g.tensor("w_deq", (cores, WORKSPACE_RING, t.k1, t.n0), "bf16", Role.WORKSPACE)
+    elif not direct:
+        g.tensor("w_deq", (k, n), "bf16", Role.WORKSPACE)
+    g.meta["workspace"] = "ring" if ring else None if direct else "whole"
+    return ring
 
 
 class WeightHandoff:
     def __init__(self, g: KernelGraph, aic: Unit, aivs: list[DequantSide], direct: bool, ring: bool = False):
-        """ring: the GM workspace is the per-core ring of workspace_ring_shape (one row tile only)."""
+        """ring: the GM workspace is the per-core ring declare_workspace made (one row tile only)."""
         self.g, self.aic, self.aivs, self.direct, self.ring = g, aic, aivs, direct, ring
         self._produced: dict[tuple, int] = {}  # (pa, c0) -> op that wrote the piece to the workspace
         self._turn = 0

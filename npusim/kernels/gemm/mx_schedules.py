@@ -41,7 +41,7 @@ from npusim.graph.ops import Buffer, GmRef, Path, Role, Unit
 from npusim.kernels.gemm import compute_mx  # noqa: F401  (registers the compute functions used below)
 from npusim.kernels.gemm.aiv_side import AivSide
 from npusim.kernels.gemm.cube_loop import CubeLoop
-from npusim.kernels.gemm.handoff import WeightHandoff, workspace_ring_shape
+from npusim.kernels.gemm.handoff import WeightHandoff, declare_workspace
 from npusim.kernels.gemm.native import COPY, TO_BF16, check_shape, tiling_meta
 from npusim.kernels.gemm.programs import DEQUANT, VecStep, emit_program
 from npusim.kernels.gemm.tiling import GemmTiling, assign_tiles, choose_gemm_tiling, k_chunks, split
@@ -171,18 +171,12 @@ def _build_dequant_mx(cfg, m, k, n, cores, tiling) -> KernelGraph:
     g.tensor("x", (m, k), "bf16", Role.ACTIVATION, {"kind": "normal", "std": 1.0})
     _weight_tensors(g, k, n)
     g.tensor("y", (m, n), "bf16", Role.OUTPUT)
-    # one row tile (decode): each chunk is read once, so the workspace is a small per-core ring
-    ring = not direct and t.tiles_m == 1
-    if ring:
-        tiles_of = assign_tiles(m, n, t, cores, "columns")
-        g.tensor("w_deq", workspace_ring_shape(len(tiles_of), t.k1, t.n0), "bf16", Role.WORKSPACE)
-    elif not direct:
-        g.tensor("w_deq", (k, n), "bf16", Role.WORKSPACE)
-    g.meta["workspace"] = "ring" if ring else None if direct else "whole"
+    per_core = assign_tiles(m, n, t, cores, "columns")
+    ring = declare_workspace(g, t, k, n, len(per_core), direct)
     g.reference = {"fn": "gemm_dequant_mx", "inputs": ["x", "we", "wsc"], "output": "y", "kwargs": {},
                    "truth": "gemm_fp64_mx"}
     k1_chunks = k_chunks(k, t.k1, t.k0, MX_BLOCK)
-    for core, tiles in enumerate(assign_tiles(m, n, t, cores, "columns")):
+    for core, tiles in enumerate(per_core):
         aic = Unit(core, "aic")
         loop = CubeLoop(g, aic, t, a_rows=t.m0, a_dtype="bf16", b_dtype="bf16")
         aivs = [_DequantMxAiv(g, Unit(core, f"aiv{i}"), t) for i in range(min(2, cfg.chip.aiv_per_core))]

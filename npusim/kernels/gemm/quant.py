@@ -33,7 +33,7 @@ from npusim.graph.ops import Buffer, GmRef, Path, Role, Unit
 from npusim.hw import costs
 from npusim.kernels.gemm.aiv_side import AivSide
 from npusim.kernels.gemm.cube_loop import CubeLoop
-from npusim.kernels.gemm.handoff import WeightHandoff, workspace_ring_shape
+from npusim.kernels.gemm.handoff import WeightHandoff, declare_workspace
 from npusim.kernels.gemm.mx_schedules import build_gemm_mx, check_mx_method
 from npusim.kernels.gemm.native import COPY, TO_BF16, build_gemm_native, check_shape, tiling_meta
 from npusim.kernels.gemm.programs import (DEQUANT, MSD_ABSMAX, emit_program, msd_decompose_steps, msd_recombine_steps,
@@ -271,20 +271,14 @@ def _build_dequant(cfg, m, k, n, cores, weights, group_k, tiling=None) -> Kernel
     g.tensor("x", (m, k), "bf16", Role.ACTIVATION, {"kind": "normal", "std": 1.0})
     _weight_tensors(g, k, n, group_k)
     g.tensor("y", (m, n), "bf16", Role.OUTPUT)
-    # one row tile (decode): each chunk is read once, so the workspace is a small per-core ring
-    ring = not direct and t.tiles_m == 1
-    if ring:
-        tiles_of = assign_tiles(m, n, t, cores, "columns")
-        g.tensor("w_deq", workspace_ring_shape(len(tiles_of), t.k1, t.n0), "bf16", Role.WORKSPACE)
-    elif not direct:
-        g.tensor("w_deq", (k, n), "bf16", Role.WORKSPACE)
-    g.meta["workspace"] = "ring" if ring else None if direct else "whole"
+    per_core = assign_tiles(m, n, t, cores, "columns")
+    ring = declare_workspace(g, t, k, n, len(per_core), direct)
     g.reference = {"fn": "gemm_dequant_int", "inputs": ["x", "wq", "ws"], "output": "y",
                    "kwargs": {"group_k": group_k}, "truth": "gemm_fp64_int"}
     steps = DEQUANT[weights]
     k1_chunks = k_chunks(k, t.k1, t.k0, group_k or 1)
     g.meta["l1_weight_buffers"] = b_buffers
-    for core, tiles in enumerate(assign_tiles(m, n, t, cores, "columns")):
+    for core, tiles in enumerate(per_core):
         aic = Unit(core, "aic")
         loop = CubeLoop(g, aic, t, a_rows=t.m0, a_dtype="bf16", b_dtype="bf16", a_resident_k=k if resident else None,
                         b_buffers=b_buffers)
