@@ -78,10 +78,6 @@ def trace_metadata(cfg: HardwareConfig, graph: KernelGraph, cycles: int, seed: i
     }
 
 
-def _name_events(records: list[OpRecord], memory: bool = True) -> Iterator[dict]:
-    return _unit_name_events(sorted({(r.core, r.unit) for r in records}), memory)
-
-
 def _unit_name_events(units: list[tuple[int, str]], memory: bool) -> Iterator[dict]:
     for core, unit in units:
         pid = unit_pid(core, unit)
@@ -174,7 +170,7 @@ def _bandwidth_events(records: list[OpRecord], cycles: int, offset: int = 0) -> 
 
 def iter_trace_events(cfg: HardwareConfig, graph: KernelGraph, records: list[OpRecord],
                       cycles: int) -> Iterator[dict]:
-    yield from _name_events(records)
+    yield from _unit_name_events(sorted({(r.core, r.unit) for r in records}), memory=True)
     for r in records:
         yield _op_event(r)
     yield from _flow_events(graph, records)
