@@ -56,6 +56,7 @@ class _Ledger:
         self.tr = Traffic()
         self.l2 = l2
         self.seen: set = set()
+        self.written: set = set()
 
     def rd(self, role: Role, key, nbytes: int) -> bool:
         hit = self.l2 and key in self.seen
@@ -64,8 +65,9 @@ class _Ledger:
         return hit
 
     def wr(self, role: Role, key, nbytes: int) -> None:
+        self.tr.wr(role, nbytes, fresh=key not in self.written)  # a ring slot rewritten stays one dirty region
+        self.written.add(key)
         self.seen.add(key)
-        self.tr.wr(role, nbytes)
 
 
 def _rows_of(s: AttnSchedule, rw: int, n_aiv: int) -> list[tuple[int, int]]:

@@ -242,14 +242,18 @@ class Traffic:
     read: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     write: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     hbm_read: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    dirty: int = 0  # bytes of distinct GM regions written: what the L2 must hold dirty or write back
 
     def rd(self, role: Role, nbytes: int, hit: bool, n: int = 1) -> None:
         self.read[role.value] += nbytes * n
         if not hit:
             self.hbm_read[role.value] += nbytes * n
 
-    def wr(self, role: Role, nbytes: int, n: int = 1) -> None:
+    def wr(self, role: Role, nbytes: int, n: int = 1, fresh: bool = True) -> None:
+        """`fresh`: the write goes to a region not written before (a ring slot rewritten is not)."""
         self.write[role.value] += nbytes * n
+        if fresh:
+            self.dirty += nbytes * n
 
     def by_role(self, l2_enabled: bool) -> dict[str, dict]:
         """Per role: GM bytes read/written, and the ranges of HBM bytes the model allows."""
@@ -292,10 +296,27 @@ class ModelResult:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
+def l2_writeback_cycles(cfg: HardwareConfig, cycles: float, dirty_bytes: int, hbm_read_bytes: int) -> float:
+    """Cycles a kernel loses when it writes more distinct GM bytes than L2 holds (docs/formulas.md, "L2
+    write-back"). Written lines stay dirty in L2 until evicted; once L2 is full (after C x T0 / D cycles at
+    the kernel's own pace) every further dirty byte evicts one, and the evicted lines and the remaining HBM
+    reads must share HBM bandwidth:  T = C T0 / D + (D - C + H (1 - C / D)) / BW.  Returns max(0, T - T0)."""
+    cap = cfg.l2.capacity_bytes
+    if not cfg.l2.enabled or dirty_bytes <= cap or cycles <= 0:
+        return 0.0
+    fill = cap / dirty_bytes
+    t = fill * cycles + (dirty_bytes - cap + hbm_read_bytes * (1 - fill)) / cfg.hbm_bytes_per_cycle
+    return max(0.0, t - cycles)
+
+
 def finish(kernel: str, method: str, cfg: HardwareConfig, shape: dict, phases: list[tuple[str, PipeTime]],
            traffic: Traffic, *, tiles: int, items: int, core: int, plan: dict | None = None,
            notes: list[str] | None = None) -> ModelResult:
     total = sum(p.cycles for _, p in phases)
+    spill = l2_writeback_cycles(cfg, total, traffic.dirty, sum(traffic.hbm_read.values()))
+    if spill > 0:
+        phases = phases + [("l2_writeback", PipeTime(spill, "hbm", {"hbm": spill}, {"hbm": spill}))]
+        total += spill
     att: dict[str, float] = defaultdict(float)
     for _, p in phases:
         for k, v in p.attribution.items():

@@ -17,6 +17,7 @@ from npusim.config.schema import HardwareConfig
 from npusim.graph.ops import Path, Role, Unit
 from npusim.hw import costs
 from npusim.kernels.gemm import quant
+from npusim.kernels.gemm.handoff import WORKSPACE_RING
 from npusim.kernels.gemm.native import check_shape
 from npusim.kernels.gemm.programs import (DEQUANT, MSD_ABSMAX, msd_decompose_steps, msd_recombine_steps,
                                           program_cycles)
@@ -214,6 +215,10 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
     n_aiv = min(2, cfg.chip.aiv_per_core)
     cross, intra = cfg.sync.cross_core_flag_cycles, cfg.sync.intra_core_flag_cycles
     tr = Traffic()
+    # decode: the workspace is a per-core ring of chunk buffers (handoff.declare_workspace), rewritten in place
+    ring = not direct and t.tiles_m == 1
+    if ring:
+        tr.dirty += len(per_core) * WORKSPACE_RING * t.k1 * t.n0 * 2
     x_seen: set = set()
     results = []
     for ct in per_core:
@@ -281,7 +286,7 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
                         a["mte3"].add(handoff)
                     else:
                         produced.add((pa, c0))
-                        tr.wr(R.WORKSPACE, pk * nt * 2)
+                        tr.wr(R.WORKSPACE, pk * nt * 2, fresh=not ring)
                         a["mte3"].add(gm.write(Path.UB_TO_GM, pk * nt * 2))
                         if not l2:
                             aic.hbm.add(pk * nt * 2)

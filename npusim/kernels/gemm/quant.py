@@ -424,7 +424,7 @@ def _build_msd(cfg, m, k, n, cores, passes, tiling=None) -> KernelGraph:
                         a_resident_k=k if resident else None)
         a_rows_loaded, la_all = None, -1
         n_rec = 0
-        for (r0, r1), (c0, c1) in tiles:
+        for ti, ((r0, r1), (c0, c1)) in enumerate(tiles):
             mt, nt = r1 - r0, c1 - c0
             acc = loop.next_acc()
             slots = [loop.next_l1() for _ in k1_chunks]
@@ -434,20 +434,22 @@ def _build_msd(cfg, m, k, n, cores, passes, tiling=None) -> KernelGraph:
                 return loop.load_l1(f"ld_wq[{ka}:{kb},{c0}:{c1}]", slots[j][1], GmRef("wq", ((ka, kb), (c0, c1))),
                                     (kb - ka) * nt, Role.WEIGHT, COPY)
 
-            # MTE2 runs in program order: two weight chunks first (they need no decomposition, which runs
-            # meanwhile), then the resident A once per row block, then weights one chunk ahead of the Cube.
+            # MTE2 runs in program order. The core's first tile loads two weight chunks first (they need no
+            # decomposition, which runs meanwhile); later tiles one. Then the A the first chunk needs (the
+            # resident A once per row block, or A chunk 0), then weights one chunk ahead of the Cube: an A
+            # chunk queued behind weight loads that wait for free L1 slots would idle the Cube at every tile.
             ahead = len(loop.b1)
-            first_w = 2
+            first_w = 2 if ti == 0 else 1
             lbs = {j: load_b(j) for j in range(min(first_w, len(k1_chunks)))}
             if resident and a_rows_loaded != (r0, r1):
                 la_all = load_a(loop, aic, loop.a1[0], r0, r1, 0, k)
                 a_rows_loaded = (r0, r1)
-            for j in range(first_w, min(ahead, len(k1_chunks))):
-                lbs[j] = load_b(j)
-            mm = -1
             # Not resident: A chunks run one chunk ahead of the Cube, each issued before the weight load
             # that has to wait for a free slot (so A never queues behind it on the in-order MTE2).
             las = {} if resident else {0: load_a(loop, aic, slots[0][0], r0, r1, *k1_chunks[0])}
+            for j in range(first_w, min(ahead, len(k1_chunks))):
+                lbs[j] = load_b(j)
+            mm = -1
             for j, (ka, kb) in enumerate(k1_chunks):
                 sa, sb = slots[j]
                 la = la_all if resident else las[j]
