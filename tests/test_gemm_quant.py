@@ -146,3 +146,12 @@ def test_msd_on_a_long_k_picks_row_tiles_whose_slots_fit_the_ub():
     cfg = load_config("910b")
     res = simulate(build_gemm(cfg, 256, 7168, 576, method="msd", weights="int8"), cfg)
     assert res.numerics.exact and res.graph.meta["tiling"]["m0"] <= 64
+
+
+def test_msd_at_decode_sizes_falls_back_from_one_row_tile_on_a_long_k():
+    """Regression (full verify grid: 64 x {16384, 18432, 28672} were refused on 910b): MSD keeps M <= 64
+    in one row tile, but with K = 16384 the per-piece row maxima of 64 rows overflow the UB; the fallback
+    to shorter row tiles must drop the one-tile floor too."""
+    cfg = load_config("910b")
+    res = simulate(build_gemm(cfg, 64, 16384, 512, method="msd", weights="int8"), cfg)
+    assert res.numerics.exact and res.graph.meta["tiling"]["m0"] == 32

@@ -13,7 +13,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from math import ceil
-from typing import Callable
+from typing import Callable, Iterable
 
 from npusim.config.schema import HardwareConfig
 from npusim.errors import NpusimError
@@ -113,6 +113,7 @@ class Stage:
     rounds: dict = field(default_factory=lambda: defaultdict(float))
     misses: dict = field(default_factory=dict)              # round -> [latency-bound, bandwidth-bound]
     parts: dict = field(default_factory=dict)               # a loop of other pipes: their cycles, for attribution
+    overlap: bool = False   # settle: this pipe's L2 hits overlap the other cores' HBM share (docs/formulas.md 1)
 
     def split(self, cycles: float) -> dict[str, float]:
         """`cycles` of this stage attributed to the stages it is made of (itself if none)."""
@@ -134,7 +135,8 @@ class Stage:
 
     def settle(self) -> None:
         for r, (lat, bw) in self.misses.items():
-            t = max(lat, bw)
+            own = self.rounds[r] if self.overlap else 0.0
+            t = max(own + lat, bw) - own
             self.busy += t
             self.rounds[r] += t
         self.misses = {}
@@ -230,6 +232,46 @@ def pipeline(chain: list[list[Stage]], links: list[int]) -> PipeTime:
         att[max(pos[j], key=lambda x: x.last).key] += lasts[j]
     busy = {x.key: x.busy for p in pos for x in p}
     return PipeTime(t, s.key, dict(att), busy)
+
+
+# ---- which reads hit L2 -------------------------------------------------------------------------------
+
+def l2_replay(cfg: HardwareConfig, per_core: list, chunks: list, chunk_accesses: Callable,
+              tile_accesses: Callable | None = None, before: Iterable = ()) -> set[tuple]:
+    """The reads of a GEMM schedule that hit L2: its GM accesses replayed through the simulator's own L2
+    (hw.memory.L2Cache: LRU, write-allocate, a workspace written in pieces and read whole) in lockstep
+    order: round by round (the i-th tile of every core), K chunk by K chunk, core by core. Whether a tile
+    read again later is still resident depends on everything read and written in between, which a rule
+    like "hits if it fits" gets wrong both ways (a W larger than L2 is partly reused; a workspace re-read
+    per row block is evicted when all cores' together exceed L2).
+
+    chunk_accesses(core, i, tile, ka, kb) and tile_accesses(core, i, tile) (after the tile's chunks)
+    yield (tag, key, nbytes, write); `before` holds (key, nbytes) written before the first round. Returns
+    {(core, i, ka, tag)} of the reads that hit (ka is None for tile accesses)."""
+    from npusim.hw.memory import L2Cache  # the model reads the simulator's cache policy, not a copy of it
+    cache = L2Cache(cfg.l2.capacity_bytes)
+    hits: set[tuple] = set()
+
+    def run(core, i, ka, accesses):
+        for tag, key, nbytes, write in accesses:
+            if write:
+                cache.fill(key, nbytes, "", dirty=True)
+            elif cache.read(key):
+                hits.add((core, i, ka, tag))
+            else:
+                cache.fill(key, nbytes, "", dirty=False)
+
+    for key, nbytes in before:
+        cache.fill(key, nbytes, "", dirty=True)
+    for i in range(max(len(ct) for ct in per_core)):
+        live = [(core, ct[i]) for core, ct in enumerate(per_core) if i < len(ct)]
+        for ka, kb in chunks:
+            for core, tile in live:
+                run(core, i, ka, chunk_accesses(core, i, tile, ka, kb))
+        if tile_accesses is not None:
+            for core, tile in live:
+                run(core, i, None, tile_accesses(core, i, tile))
+    return hits
 
 
 # ---- traffic ledger -------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ from npusim.kernels.gemm.native import check_shape
 from npusim.kernels.gemm.programs import (DEQUANT, MSD_ABSMAX, msd_decompose_steps, msd_recombine_steps,
                                           program_cycles)
 from npusim.kernels.gemm.tiling import assign_tiles, choose_gemm_tiling, k_chunks, split
-from npusim.model.base import Gm, ModelResult, PipeTime, Stage, Traffic, finish, pipeline, register, set_round
+from npusim.model.base import (Gm, ModelResult, PipeTime, Stage, Traffic, finish, l2_replay, pipeline, register,
+                               set_round)
 
 R = Role
 
@@ -155,21 +156,26 @@ def model_native(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None 
     chunks = k_chunks(k, t.k1, t.k0)
     gm = Gm(cfg)
     l2 = cfg.l2.enabled
-    # Round-robin row-major: a W tile is re-read one whole pass over W later; it hits if W fits in L2.
-    w_reuse = l2 and k * n * 2 <= cfg.l2.capacity_bytes
+    # Round-robin row-major: a W tile is re-read one pass over the row later; which reads still hit L2
+    # is found by replaying the kernel's GM accesses through the simulator's L2 (_native_w_hits).
+    w_hits = _native_w_hits(cfg, per_core, chunks) if l2 else set()
+    w_fits = k * n * 2 <= cfg.l2.capacity_bytes
     tr = Traffic()
     x_seen: set = set()
     results = []
     # W misses per round (the i-th tile of every core): they share HBM
-    streams = [sum(1 for ct in per_core if i < len(ct) and not (w_reuse and ct[i][0][0] > 0))
+    streams = [sum(1 for c, ct in enumerate(per_core) if i < len(ct) and (c, i, chunks[0][0], "w") not in w_hits)
                for i in range(max(len(ct) for ct in per_core))]
-    for ct in per_core:
+    for core, ct in enumerate(per_core):
         aic = _Aic(cfg, t.k0, 2, 2, "bf16", t.l0c_slots)
+        # W streamed from HBM for the whole kernel: the cores drift apart and each one's X reads from L2
+        # overlap the others' W streaming (docs/formulas.md, section 1)
+        aic.mte2.overlap = l2 and not w_fits
         for i, ((r0, r1), (c0, c1)) in enumerate(ct):
             set_round(aic.stages(), i)
             mt, nt = r1 - r0, c1 - c0
-            w_hit = w_reuse and r0 > 0
             for ka, kb in chunks:
+                w_hit = (core, i, ka, "w") in w_hits
                 kt = kb - ka
                 x_hit = l2 and (r0, ka) in x_seen
                 x_seen.add((r0, ka))
@@ -193,6 +199,21 @@ def model_native(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None 
     pt, ntiles, items, core = _slowest(_timed(results, cfg))
     return finish("gemm", "native", cfg, {"m": m, "k": k, "n": n}, [("gemm", pt)], tr,
                   tiles=ntiles, items=items, core=core, plan={"tiling": _tiling(t)})
+
+
+def _native_w_hits(cfg: HardwareConfig, per_core: list, chunks: list) -> set[tuple]:
+    """(core, round, K chunk start, "w") of the native GEMM's W reads that hit L2 (l2_replay of its X and
+    W chunk reads and Y writes)."""
+    def chunk(core, i, tile, ka, kb):
+        (r0, r1), (c0, c1) = tile
+        yield "x", ("x", ((r0, r1), (ka, kb))), (r1 - r0) * (kb - ka) * 2, False
+        yield "w", ("w", ((ka, kb), (c0, c1))), (kb - ka) * (c1 - c0) * 2, False
+
+    def tile_end(core, i, tile):
+        (r0, r1), (c0, c1) = tile
+        yield "y", ("y", ((r0, r1), (c0, c1))), (r1 - r0) * (c1 - c0) * 2, True
+
+    return l2_replay(cfg, per_core, chunks, chunk, tile_end)
 
 
 # ---- dequant -----------------------------------------------------------------------------------------
@@ -219,9 +240,10 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
     ring = not direct and t.tiles_m == 1
     if ring:
         tr.dirty += len(per_core) * WORKSPACE_RING * t.k1 * t.n0 * 2
+    hits = _dequant_ws_hits(cfg, plan, per_core, chunks, group_k) if l2 and not direct else set()
     x_seen: set = set()
     results = []
-    for ct in per_core:
+    for core, ct in enumerate(per_core):
         aic = _Aic(cfg, t.k0, 2, 2, "bf16", t.l0c_slots)
         aivs = _aiv_stages(n_aiv)
         slot_loop = Stage("flag:l1_slot_loop")
@@ -291,9 +313,14 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
                         if not l2:
                             aic.hbm.add(pk * nt * 2)
                 if not direct:
-                    tr.rd(R.WORKSPACE, kt * nt * 2, True)
-                    mte2 += gm.read(Path.GM_TO_L1, kt * nt * 2, True)
-                    if not l2:
+                    # the bf16 chunk the AIVs wrote: in L2 unless evicted since (_dequant_ws_hits)
+                    ws_hit = (core, i, ka, "ws") in hits
+                    tr.rd(R.WORKSPACE, kt * nt * 2, ws_hit)
+                    if ws_hit or not l2:
+                        mte2 += gm.read(Path.GM_TO_L1, kt * nt * 2, True)
+                    else:
+                        aic.mte2.add_miss(gm.miss(Path.GM_TO_L1, kt * nt * 2, len(per_core)))
+                    if not ws_hit:
                         aic.hbm.add(kt * nt * 2)
                 aic.mte2.add(mte2)
                 mte1 = aic.chunk(mt, kt, nt)
@@ -327,6 +354,67 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
                   plan={"tiling": _tiling(t), "handoff": "ub_to_l1" if direct else "gm_workspace",
                         "a_resident_in_l1": resident, "l1_weight_buffers": b_buffers,
                         "dequant_piece_k": plan.piece_k})
+
+
+def _dequant_ws_hits(cfg: HardwareConfig, plan, per_core: list, chunks: list, group_k) -> set[tuple]:
+    """(core, round, K chunk start, "ws") of the dequant AIC's workspace reads that hit L2 (l2_replay of X
+    reads, the AIVs' int8 weight reads and bf16 workspace writes, each piece once per column tile, the
+    AIC's workspace chunk reads and the Y writes, as model_dequant and the builder issue them)."""
+    k = chunks[-1][1]
+    produced = [set() for _ in per_core]
+    x_rows = [None] * len(per_core)
+
+    def chunk(core, i, tile, ka, kb):
+        (r0, r1), (c0, c1) = tile
+        mt, nt, kt = r1 - r0, c1 - c0, kb - ka
+        if not plan.a_resident:
+            yield "x", ("x", ((r0, r1), (ka, kb))), mt * kt * 2, False
+        elif x_rows[core] != (r0, r1):   # decode: X rows whole in L1, once per row tile
+            x_rows[core] = (r0, r1)
+            yield "x", ("x", ((r0, r1), (0, k))), mt * k * 2, False
+        for pa, pb in quant.dequant_pieces(plan, ka, kb, group_k):
+            if (pa, c0) in produced[core]:
+                continue
+            produced[core].add((pa, c0))
+            yield "wq", ("wq", ((pa, pb), (c0, c1))), (pb - pa) * nt, False
+            yield "ws_write", ("ws", ((pa, pb), (c0, c1))), (pb - pa) * nt * 2, True
+        yield "ws", ("ws", ((ka, kb), (c0, c1))), kt * nt * 2, False
+
+    def tile_end(core, i, tile):
+        (r0, r1), (c0, c1) = tile
+        yield "y", ("y", ((r0, r1), (c0, c1))), (r1 - r0) * (c1 - c0) * 2, True
+
+    return l2_replay(cfg, per_core, chunks, chunk, tile_end)
+
+
+def _msd_w_hits(cfg: HardwareConfig, plan, p: int, per_core: list, chunks: list, row_blocks: list, pieces: list,
+                direct_out: bool) -> set[tuple]:
+    """(core, round, K chunk start, "w") of the MSD AIC's weight reads that hit L2 (l2_replay of the stacked
+    A written in phase 1 and read per row block or per chunk, the int8 W chunks, the int32 partials
+    written and read back, and the Y writes, as model_msd and the builder issue them)."""
+    k = chunks[-1][1]
+    a_rows = [None] * len(per_core)
+    before = [(("xa", ((0, p), rb, pc)), p * (rb[1] - rb[0]) * (pc[1] - pc[0])) for rb in row_blocks for pc in pieces]
+
+    def chunk(core, i, tile, ka, kb):
+        (r0, r1), (c0, c1) = tile
+        mt, nt, kt = r1 - r0, c1 - c0, kb - ka
+        if not plan.a_resident:
+            yield "a", ("xa", ((0, p), (r0, r1), (ka, kb))), p * mt * kt, False
+        elif a_rows[core] != (r0, r1):
+            a_rows[core] = (r0, r1)
+            yield "a", ("xa", ((0, p), (r0, r1), (0, k))), p * mt * k, False
+        yield "w", ("wq", ((ka, kb), (c0, c1))), kt * nt, False
+
+    def tile_end(core, i, tile):
+        (r0, r1), (c0, c1) = tile
+        mt, nt = r1 - r0, c1 - c0
+        if not direct_out:
+            yield "part", ("part", ((0, p), (r0, r1), (c0, c1))), p * mt * nt * 4, True
+            yield "part", ("part", ((0, p), (r0, r1), (c0, c1))), p * mt * nt * 4, False
+        yield "y", ("y", ((r0, r1), (c0, c1))), mt * nt * 2, True
+
+    return l2_replay(cfg, per_core, chunks, chunk, tile_end, before)
 
 
 # ---- MSD ---------------------------------------------------------------------------------------------
@@ -390,14 +478,15 @@ def model_msd(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None = N
     steps_post = msd_recombine_steps(p)
     chunks = k_chunks(k, t.k1, t.k0)
     results = []
-    # columns partition, rows inner: a core's tile reads W from HBM when it is the column's first row block
-    streams = [sum(1 for ct in per_core if i < len(ct) and (not l2 or ct[i][0][0] == 0))
+    # columns partition, rows inner: a core re-reads its columns' W for every row block; which reads hit
+    # L2 is found by replaying the schedule's GM accesses (_msd_w_hits)
+    hits = _msd_w_hits(cfg, plan, p, per_core, chunks, row_blocks, pieces, direct_out) if l2 else set()
+    streams = [sum(1 for c, ct in enumerate(per_core) if i < len(ct) and (c, i, chunks[0][0], "w") not in hits)
                for i in range(max(len(ct) for ct in per_core))]
-    for ct in per_core:
+    for core, ct in enumerate(per_core):
         aic = _Aic(cfg, t.k0, 1, 1, "int8", t.l0c_slots)
         aivs = _aiv_stages(n_aiv)
         a_rows_loaded = None
-        wq_seen: set = set()
         ws_seen: set = set()
         n_rec = 0
         for i, ((r0, r1), (c0, c1)) in enumerate(ct):
@@ -413,8 +502,7 @@ def model_msd(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None = N
                 a_rows_loaded = (r0, r1)
             for j, (ka, kb) in enumerate(chunks):
                 kt = kb - ka
-                w_hit = l2 and (ka, c0) in wq_seen
-                wq_seen.add((ka, c0))
+                w_hit = (core, i, ka, "w") in hits
                 tr.rd(R.WEIGHT, kt * nt, w_hit)
                 if w_hit:
                     mte2 = gm.read(Path.GM_TO_L1, kt * nt, True) + (mte2_a if j == 0 else 0)

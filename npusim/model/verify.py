@@ -219,12 +219,12 @@ def point_row(p, cfg: HardwareConfig, doc: dict) -> dict:
                    {k: v for k, v in doc["meta"].items()
                     if k in ("handoff", "partials", "a_resident_in_l1", "tiling", "l1_weight_buffers")},
                    mod.tiles_per_core)
-    row["note"] = _note(row, cfg.l2.capacity_bytes if cfg.l2.enabled else None)
+    row["note"] = _note(row)
     return row
 
 
-def _note(row: dict, l2_bytes: int | None) -> str | None:
-    """Why a point is outside the tolerance (None when it is inside); l2_bytes: L2 capacity (None: off)."""
+def _note(row: dict) -> str | None:
+    """Why a point is outside the tolerance (None when it is inside)."""
     if row["within_tolerance"]:
         return None
     why = []
@@ -236,13 +236,6 @@ def _note(row: dict, l2_bytes: int | None) -> str | None:
     if row["ratio"] > 1:
         why.append("simulation slower than the model: pipes of near-equal load with two-slot buffers stall "
                    "each other; the model charges only the slowest")
-    elif row["method"] == "native" and l2_bytes is not None and row["k"] * row["n"] * 2 > l2_bytes:
-        why.append("simulation faster than the model: W does not fit L2, so every weight chunk of every row "
-                   "block misses; HBM stays saturated, its first-come-first-served shares stagger the cores, and "
-                   "each core's X reads from L2 overlap the other cores' weight streaming, where the model's "
-                   "rounds run in lockstep and charge a core's X reads and its HBM share in sequence (charging "
-                   "them overlapped brings these points to 1.03-1.05 but other points, in lockstep in the "
-                   "simulation too, to 1.13)")
     elif row["meta"].get("a_resident_in_l1") and row["m"] > row["meta"]["tiling"]["m0"]:
         why.append("simulation faster than the model: tiles alternate row blocks, so W misses (first row block) "
                    "and L2 hits alternate; the cores drift out of lockstep and share HBM better than the model's "

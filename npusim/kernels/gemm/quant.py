@@ -229,7 +229,8 @@ def msd_plan(cfg: HardwareConfig, m: int, k: int, n: int, cores: int, passes: in
         t = tiling or choose_gemm_tiling(cfg, m, k, n, cores, a_dtype="int8", b_dtype="int8", out_dtype="int32",
                                          a_row_factor=p, partition="columns",
                                          a_resident_bytes=p * m16 * k if resident else 0,
-                                         min_m0=m16 if m16 <= MSD_ONE_ROW_TILE_MAX_M else 0, max_m0=max_m0)
+                                         min_m0=m16 if m16 <= MSD_ONE_ROW_TILE_MAX_M and max_m0 is None else 0,
+                                         max_m0=max_m0)
         fit = _msd_pieces(cfg, t, m, k, p)
         if fit is not None:
             return MsdPlan(t, resident, *fit)
