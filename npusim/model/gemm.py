@@ -552,6 +552,15 @@ def model_msd(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None = N
     nt0 = ct0[1][1] - ct0[1][0]
     pre = [gm.miss(Path.GM_TO_L1, (kb - ka) * nt0, streams[0]) for ka, kb in chunks[:2]]
     prefetch = max(sum(a for a, _ in pre), sum(b for _, b in pre)) if (not l2 or ct0[0][0] == 0) else 0
+    # The AIC waits only for its row block's pieces (load_a's deps) and the work items are dealt row block
+    # by row block, so the decomposition of row block b need only be done when a core reaches its first
+    # tile of b (tile b of its first column): the phase is exposed only as far as it runs behind that.
+    per_wave = p1b.cycles / ceil(len(work) / len(all_aivs))
+    tile_cycles = pt.cycles / max(1, ntiles)
+    exposed = max(ceil((b + 1) * npc / len(all_aivs)) * per_wave - b * tile_cycles for b in range(len(row_blocks)))
+    exposed = min(p1b.cycles, exposed)
+    scale = exposed / p1b.cycles if p1b.cycles else 0
+    p1b = PipeTime(exposed, p1b.bound, {k_: v * scale for k_, v in p1b.attribution.items()}, p1b.busy)
     overlap = min(prefetch, p1a.cycles + cross + p1b.cycles + cross)
     phases = [("decompose.max", p1a), ("barrier", barrier), ("decompose", p1b),
               ("handoff", PipeTime(cross, "flag", {"flag": cross}, {})), ("gemm+recombine", pt),
