@@ -19,6 +19,7 @@ from npusim.config.schema import HardwareConfig
 from npusim.errors import NpusimError
 from npusim.graph.ops import Path, Role
 from npusim.hw import costs
+from npusim.hw.memory import L2Cache
 
 ROLES = tuple(r.value for r in Role)
 
@@ -248,8 +249,7 @@ def l2_replay(cfg: HardwareConfig, per_core: list, chunks: list, chunk_accesses:
     chunk_accesses(core, i, tile, ka, kb) and tile_accesses(core, i, tile) (after the tile's chunks)
     yield (tag, key, nbytes, write); `before` holds (key, nbytes) written before the first round. Returns
     {(core, i, ka, tag)} of the reads that hit (ka is None for tile accesses)."""
-    from npusim.hw.memory import L2Cache  # the model reads the simulator's cache policy, not a copy of it
-    cache = L2Cache(cfg.l2.capacity_bytes)
+    cache = L2Cache(cfg.l2.capacity_bytes)  # the simulator's cache policy, not a copy of it
     hits: set[tuple] = set()
 
     def run(core, i, ka, accesses):

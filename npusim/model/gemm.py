@@ -17,7 +17,7 @@ from npusim.config.schema import HardwareConfig
 from npusim.graph.ops import Path, Role, Unit
 from npusim.hw import costs
 from npusim.kernels.gemm import quant
-from npusim.kernels.gemm.handoff import WORKSPACE_RING
+from npusim.kernels.gemm.handoff import WORKSPACE_RING, workspace_is_ring
 from npusim.kernels.gemm.native import check_shape
 from npusim.kernels.gemm.programs import (DEQUANT, MSD_ABSMAX, msd_decompose_steps, msd_recombine_steps,
                                           program_cycles)
@@ -237,7 +237,7 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
     cross, intra = cfg.sync.cross_core_flag_cycles, cfg.sync.intra_core_flag_cycles
     tr = Traffic()
     # decode: the workspace is a per-core ring of chunk buffers (handoff.declare_workspace), rewritten in place
-    ring = not direct and t.tiles_m == 1
+    ring = workspace_is_ring(t, direct)
     if ring:
         tr.dirty += len(per_core) * WORKSPACE_RING * t.k1 * t.n0 * 2
     hits = _dequant_ws_hits(cfg, plan, per_core, chunks, group_k) if l2 and not direct else set()
@@ -390,8 +390,8 @@ def _dequant_ws_hits(cfg: HardwareConfig, plan, per_core: list, chunks: list, gr
 def _msd_w_hits(cfg: HardwareConfig, plan, p: int, per_core: list, chunks: list, row_blocks: list, pieces: list,
                 direct_out: bool) -> set[tuple]:
     """(core, round, K chunk start, "w") of the MSD AIC's weight reads that hit L2 (l2_replay of the stacked
-    A written in phase 1 and read per row block or per chunk, the int8 W chunks, the int32 partials
-    written and read back, and the Y writes, as model_msd and the builder issue them)."""
+    A written in phase 1 and read per row block or per chunk, the int8 W chunks, the int32 partials and the
+    Y writes, as model_msd and the builder issue them)."""
     k = chunks[-1][1]
     a_rows = [None] * len(per_core)
     before = [(("xa", ((0, p), rb, pc)), p * (rb[1] - rb[0]) * (pc[1] - pc[0])) for rb in row_blocks for pc in pieces]
@@ -410,8 +410,8 @@ def _msd_w_hits(cfg: HardwareConfig, plan, p: int, per_core: list, chunks: list,
         (r0, r1), (c0, c1) = tile
         mt, nt = r1 - r0, c1 - c0
         if not direct_out:
+            # the AIVs read it back at once: the write has just made it the most recent line
             yield "part", ("part", ((0, p), (r0, r1), (c0, c1))), p * mt * nt * 4, True
-            yield "part", ("part", ((0, p), (r0, r1), (c0, c1))), p * mt * nt * 4, False
         yield "y", ("y", ((r0, r1), (c0, c1))), mt * nt * 2, True
 
     return l2_replay(cfg, per_core, chunks, chunk, tile_end, before)

@@ -35,12 +35,17 @@ class DequantSide(Protocol):
 WORKSPACE_RING = 8  # chunk buffers per core: enough for the AIVs to run well ahead of the AIC
 
 
+def workspace_is_ring(t: GemmTiling, direct: bool) -> bool:
+    """The dequant workspace is the per-core ring when there is one row tile (decode) and no direct path."""
+    return not direct and t.tiles_m == 1
+
+
 def declare_workspace(g: KernelGraph, t: GemmTiling, k: int, n: int, cores: int, direct: bool) -> bool:
     """Declare the GM workspace a dequant schedule hands its chunks over in (none with a direct UB->L1
     path); return whether it is the per-core ring. With one row tile (decode) each chunk is read once, so
     a ring (core, ring slot, chunk rows, chunk columns) suffices; else every row tile re-reads the chunks
     and the workspace is one bf16 copy of W."""
-    ring = not direct and t.tiles_m == 1
+    ring = workspace_is_ring(t, direct)
     if ring:
         g.tensor("w_deq", (cores, WORKSPACE_RING, t.k1, t.n0), "bf16", Role.WORKSPACE)
     elif not direct:
