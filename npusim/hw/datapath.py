@@ -10,7 +10,9 @@ Compute functions are registered by name; the graph names them in `op.compute["f
 from __future__ import annotations
 
 import functools
+import os
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
@@ -46,7 +48,8 @@ def _region(region) -> tuple[slice, ...]:
 
 
 InitFn = Callable[[Tensor, dict, "Inputs"], np.ndarray]
-_RANDOM_SLAB = 1 << 18  # float32 elements generated at a time when a normal tensor is cast on the fly
+_NORMAL_BLOCK = 1 << 20  # normal samples per random stream (rounded to whole leading rows)
+_THREADS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 INITS: dict[str, InitFn] = {}
 
 
@@ -70,24 +73,11 @@ class Inputs:
         return np.random.default_rng([self.seed, zlib.crc32(key.encode())])
 
     def random(self, key: str, shape: tuple[int, ...], spec: dict, dtype: np.dtype | None = None) -> np.ndarray:
-        """The random tensor of `key` (float32 for normal / uniform, int64 for randint), or cast to `dtype`.
-
-        A normal tensor cast to another dtype is generated and cast a slab of leading rows at a time: the
-        generator draws the same stream whatever the sizes of the successive calls (tested), so the values
-        are those of one call followed by one cast, without a float32 copy of the whole tensor.
-        """
+        """The random tensor of `key` (float32 for normal / uniform, int64 for randint), or cast to `dtype`."""
         kind = spec.get("kind", "normal")
-        rng = self.rng(key)
         if kind == "normal":
-            dt = np.dtype(np.float32 if dtype is None else dtype)
-            if dt == np.float32 or len(shape) < 2:
-                return self._normal(rng, tuple(shape), spec).astype(dt, copy=False)
-            out = np.empty(shape, dtype=dt)
-            step = max(1, _RANDOM_SLAB // max(1, int(np.prod(shape[1:]))))
-            for r0 in range(0, shape[0], step):
-                r1 = min(r0 + step, shape[0])
-                out[r0:r1] = self._normal(rng, (r1 - r0,) + tuple(shape[1:]), spec)
-            return out
+            return self.normal(key, tuple(shape), spec, None if dtype is None else np.dtype(dtype))
+        rng = self.rng(key)
         if kind == "uniform":
             data = rng.uniform(spec.get("low", -1.0), spec.get("high", 1.0), shape).astype(np.float32)
         elif kind == "randint":
@@ -96,15 +86,44 @@ class Inputs:
             raise GraphError(f"unknown random init kind {kind!r} (normal, uniform, randint)")
         return data if dtype is None else data.astype(dtype)
 
-    @staticmethod
-    def _normal(rng: np.random.Generator, shape: tuple[int, ...], spec: dict) -> np.ndarray:
-        data = rng.standard_normal(shape, dtype=np.float32)
+    def normal(self, key: str, shape: tuple[int, ...], spec: dict, dtype: np.dtype | None = None) -> np.ndarray:
+        """N(0, std^2) float32 samples (with `outlier_channels` of the last axis scaled), cast to `dtype`.
+
+        A 70B layer draws ~0.9 G samples, so they are drawn in blocks of whole leading rows (about
+        _NORMAL_BLOCK elements), each from its own stream keyed by (seed, key, block index), by a few
+        threads (numpy's generators release the GIL). The values depend on the seed, the key and the shape
+        only, never on the thread count; a cast tensor is cast block by block, without a float32 copy of
+        the whole. SFC64 rather than the default PCG64: twice as fast for float32 normals here.
+        """
+        dt = np.dtype(np.float32) if dtype is None else dtype
+        shape2 = shape if len(shape) > 1 else (1, int(np.prod(shape)))  # a vector is one row
+        out = np.empty(shape2, dtype=dt)
+        row = int(np.prod(shape2[1:]))
+        step = max(1, _NORMAL_BLOCK // max(1, row))
+        blocks = [(j, r0, min(r0 + step, shape2[0])) for j, r0 in enumerate(range(0, shape2[0], step))]
+        crc = zlib.crc32(key.encode())
         std = np.float32(spec.get("std", 1.0))
-        if std != 1:
-            data *= std  # in place: the same fp32 products as `data * std`, without a second array
-        for col, factor in (spec.get("outlier_channels") or {}).items():
-            data[..., int(col)] *= np.float32(factor)
-        return data
+        outliers = [(int(c), np.float32(f)) for c, f in (spec.get("outlier_channels") or {}).items()]
+
+        def fill(block: tuple[int, int, int]) -> None:
+            j, r0, r1 = block
+            gen = np.random.Generator(np.random.SFC64(np.random.SeedSequence([self.seed, crc, j])))
+            data = out[r0:r1] if dt == np.float32 else np.empty((r1 - r0,) + shape2[1:], np.float32)
+            gen.standard_normal(dtype=np.float32, out=data)
+            if std != 1:
+                data *= std  # in place: the same fp32 products as `data * std`, without a second array
+            for col, factor in outliers:
+                data[..., col] *= factor
+            if dt != np.float32:
+                out[r0:r1] = data
+
+        if len(blocks) > 1 and _THREADS > 1:
+            with ThreadPoolExecutor(_THREADS) as pool:
+                list(pool.map(fill, blocks))
+        else:
+            for b in blocks:
+                fill(b)
+        return out.reshape(shape)
 
     def tensor(self, t: Tensor) -> np.ndarray:
         spec = t.init or {"kind": "zeros"}

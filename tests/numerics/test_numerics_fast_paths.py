@@ -377,12 +377,29 @@ def test_fp64_truths_in_column_blocks(monkeypatch):
 
 @pytest.mark.parametrize("shape", [(300, 77), (5, 3), (1, 1000), (2, 3, 4), (9,), (0, 4)])
 @pytest.mark.parametrize("spec", [{"kind": "normal"}, {"kind": "normal", "std": 0.3, "outlier_channels": {"2": 50.0}}])
-def test_random_normal_cast_in_slabs_is_one_draw_then_one_cast(monkeypatch, shape, spec):
+def test_random_normal_is_one_draw_whatever_the_threads_and_the_cast(monkeypatch, shape, spec):
+    """Normal tensors are drawn in blocks of leading rows, one stream per block, by several threads: the
+    values depend on (seed, key, shape) only, and a cast tensor is the float32 draw cast."""
     import npusim.hw.datapath as datapath
 
-    monkeypatch.setattr(datapath, "_RANDOM_SLAB", 7)  # many slabs, of odd sizes
+    monkeypatch.setattr(datapath, "_NORMAL_BLOCK", 7)  # many blocks, of odd sizes
     inputs = datapath.Inputs(seed=11)
-    whole = inputs.random("w", shape, spec)  # float32, one draw
-    assert whole.dtype == np.float32
+    monkeypatch.setattr(datapath, "_THREADS", 1)
+    whole = inputs.random("w", shape, spec)
+    assert whole.dtype == np.float32 and whole.shape == shape
+    if whole.size > 1:
+        assert len(np.unique(whole)) > 0.99 * whole.size  # the blocks draw different streams
+    if spec.get("outlier_channels") and whole.ndim == 2 and whole.shape[1] > 2 and whole.size:
+        assert np.abs(whole[:, 2]).max() > 10 * np.abs(np.delete(whole, 2, axis=1)).max() / 3
+    monkeypatch.setattr(datapath, "_THREADS", 3)
+    assert same_bits(inputs.random("w", shape, spec), whole)
     for dt in (BF16, np.dtype(np.float16), np.dtype(np.float32)):
         assert same_bits(inputs.random("w", shape, spec, dt), whole.astype(dt))
+    assert not same_bits(datapath.Inputs(seed=12).random("w", shape, spec), whole) or whole.size == 0
+
+
+def test_random_normal_scalar_shape():
+    from npusim.hw.datapath import Inputs
+
+    x = Inputs(seed=1).random("s", (), {"kind": "normal"}, BF16)
+    assert x.shape == () and x.dtype == BF16
