@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import partial
+from operator import itemgetter
 from math import ceil
 from typing import Callable, Iterable
 
@@ -251,16 +253,7 @@ def l2_replay(cfg: HardwareConfig, per_core: list, chunks: list, chunk_accesses:
     {(core, i, ka, tag)} of the reads that hit (ka is None for tile accesses)."""
     cache = L2Cache(cfg.l2.capacity_bytes)  # the simulator's cache policy, not a copy of it
     hits: set[tuple] = set()
-
-    def run(core, i, ka, accesses):
-        for tag, key, nbytes, write in accesses:
-            if write:
-                cache.fill(key, nbytes, "", dirty=True)
-            elif cache.read(key):
-                hits.add((core, i, ka, tag))
-            else:
-                cache.fill(key, nbytes, "", dirty=False)
-
+    run = partial(_replay_accesses, cache, hits)
     for key, nbytes in before:
         cache.fill(key, nbytes, "", dirty=True)
     for i in range(max(len(ct) for ct in per_core)):
@@ -272,6 +265,26 @@ def l2_replay(cfg: HardwareConfig, per_core: list, chunks: list, chunk_accesses:
             for core, tile in live:
                 run(core, i, None, tile_accesses(core, i, tile))
     return hits
+
+
+def l2_replay_timed(cfg: HardwareConfig, events: list) -> set[tuple]:
+    """l2_replay for schedules whose units do not move in lockstep: `events` are (time, core, i, ka,
+    accesses), replayed in time order (ties: in the order given)."""
+    cache = L2Cache(cfg.l2.capacity_bytes)
+    hits: set[tuple] = set()
+    for _, core, i, ka, accesses in sorted(events, key=itemgetter(0)):
+        _replay_accesses(cache, hits, core, i, ka, accesses)
+    return hits
+
+
+def _replay_accesses(cache: L2Cache, hits: set, core, i, ka, accesses) -> None:
+    for tag, key, nbytes, write in accesses:
+        if write:
+            cache.fill(key, nbytes, "", dirty=True)
+        elif cache.read(key):
+            hits.add((core, i, ka, tag))
+        else:
+            cache.fill(key, nbytes, "", dirty=False)
 
 
 # ---- traffic ledger -------------------------------------------------------------------------------

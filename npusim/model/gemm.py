@@ -22,8 +22,8 @@ from npusim.kernels.gemm.native import check_shape
 from npusim.kernels.gemm.programs import (DEQUANT, MSD_ABSMAX, msd_decompose_steps, msd_recombine_steps,
                                           program_cycles)
 from npusim.kernels.gemm.tiling import assign_tiles, choose_gemm_tiling, k_chunks, split
-from npusim.model.base import (Gm, ModelResult, PipeTime, Stage, Traffic, finish, l2_replay, pipeline, register,
-                               set_round)
+from npusim.model.base import (Gm, ModelResult, PipeTime, Stage, Traffic, finish, l2_replay, l2_replay_timed, pipeline,
+                               register, set_round)
 
 R = Role
 
@@ -240,7 +240,7 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
     ring = workspace_is_ring(t, direct)
     if ring:
         tr.dirty += len(per_core) * WORKSPACE_RING * t.k1 * t.n0 * 2
-    hits = _dequant_ws_hits(cfg, plan, per_core, chunks, group_k) if l2 and not direct else set()
+    hits = _dequant_ws_hits(cfg, plan, per_core, chunks, group_k, ring, steps) if l2 and not direct else set()
     x_seen: set = set()
     results = []
     for core, ct in enumerate(per_core):
@@ -356,11 +356,22 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
                         "dequant_piece_k": plan.piece_k})
 
 
-def _dequant_ws_hits(cfg: HardwareConfig, plan, per_core: list, chunks: list, group_k) -> set[tuple]:
-    """(core, round, K chunk start, "ws") of the dequant AIC's workspace reads that hit L2 (l2_replay of X
-    reads, the AIVs' int8 weight reads and bf16 workspace writes, each piece once per column tile, the
-    AIC's workspace chunk reads and the Y writes, as model_dequant and the builder issue them)."""
+def _dequant_ws_hits(cfg: HardwareConfig, plan, per_core: list, chunks: list, group_k, ring: bool,
+                     steps) -> set[tuple]:
+    """(core, round, K chunk start, "ws") of the dequant AIC's workspace reads that hit L2: l2_replay of X
+    reads, the AIVs' int8 weight reads and bf16 workspace writes (each piece once per column tile), the
+    AIC's workspace chunk reads and the Y writes, as model_dequant and the builder issue them.
+
+    Order: with the decode ring the AIVs cannot get more than a ring ahead of the AIC, so lockstep order
+    is the order of the run. Without it (several row tiles: the workspace holds the whole W) nothing holds
+    the AIVs back: they produce every column tile's workspace at their own pace while the AIC works
+    through the row tiles of the first columns, and pieces written long before they are read can be
+    evicted by the ones written since. So the accesses are replayed in the order of a two-stage clock per
+    core (AIVs: one piece after another, n_aiv at a time; AIC: a chunk after the previous one, and not
+    before its pieces exist), priced with the uncontended Cube and Vector costs."""
     k = chunks[-1][1]
+    if not ring:
+        return l2_replay_timed(cfg, _dequant_timed_events(cfg, plan, per_core, chunks, group_k, steps))
     produced = [set() for _ in per_core]
     x_rows = [None] * len(per_core)
 
@@ -385,6 +396,53 @@ def _dequant_ws_hits(cfg: HardwareConfig, plan, per_core: list, chunks: list, gr
         yield "y", ("y", ((r0, r1), (c0, c1))), (r1 - r0) * (c1 - c0) * 2, True
 
     return l2_replay(cfg, per_core, chunks, chunk, tile_end)
+
+
+def _dequant_timed_events(cfg: HardwareConfig, plan, per_core: list, chunks: list, group_k, steps) -> list:
+    """(time, core, round, K chunk start, accesses) of a dequant run without the ring (_dequant_ws_hits)."""
+    k = chunks[-1][1]
+    n_aiv = min(2, cfg.chip.aiv_per_core)
+    hbm_share = cfg.hbm_bytes_per_cycle / len(per_core)
+    n = max(c1 for ct in per_core for _, (_, c1) in ct)
+    piece_hbm = 3 if k * n * 2 > cfg.l2.capacity_bytes else 1
+    events = []
+    for core, ct in enumerate(per_core):
+        aiv_free = [0.0] * n_aiv
+        ready: dict = {}      # (pa, c0) -> cycle its bf16 piece is in the workspace
+        n_piece = 0
+        hbm_free = 0.0
+        t_aic = 0.0
+        x_rows = None
+        for i, ((r0, r1), (c0, c1)) in enumerate(ct):
+            mt, nt = r1 - r0, c1 - c0
+            if (chunks[0][0], c0) not in ready:
+                # the AIVs run ahead: this column tile's pieces follow the previous ones at once
+                for ka, kb in chunks:
+                    for pa, pb in quant.dequant_pieces(plan, ka, kb, group_k):
+                        a = n_piece % n_aiv
+                        n_piece += 1
+                        # the int8 piece comes from HBM at this core's share of the bandwidth (and
+                        # its bf16 copy goes back to HBM when the workspace outgrows L2)
+                        hbm_free += (pb - pa) * nt * piece_hbm / hbm_share
+                        aiv_free[a] = max(aiv_free[a], hbm_free) + program_cycles(cfg, steps, (pb - pa) * nt)
+                        ready[(pa, c0)] = aiv_free[a]
+                        events.append((aiv_free[a], core, i, ka, (
+                            ("wq", ("wq", ((pa, pb), (c0, c1))), (pb - pa) * nt, False),
+                            ("ws_write", ("ws", ((pa, pb), (c0, c1))), (pb - pa) * nt * 2, True))))
+            for ka, kb in chunks:
+                kt = kb - ka
+                need = max(ready[(pa, c0)] for pa, _ in quant.dequant_pieces(plan, ka, kb, group_k))
+                t_aic = max(t_aic, need) + costs.mmad_cycles(cfg, mt, kt, nt, "bf16")
+                acc = []
+                if not plan.a_resident:
+                    acc.append(("x", ("x", ((r0, r1), (ka, kb))), mt * kt * 2, False))
+                elif x_rows != (r0, r1):
+                    x_rows = (r0, r1)
+                    acc.append(("x", ("x", ((r0, r1), (0, k))), mt * k * 2, False))
+                acc.append(("ws", ("ws", ((ka, kb), (c0, c1))), kt * nt * 2, False))
+                events.append((t_aic, core, i, ka, tuple(acc)))
+            events.append((t_aic, core, i, None, (("y", ("y", ((r0, r1), (c0, c1))), mt * nt * 2, True),)))
+    return events
 
 
 def _msd_w_hits(cfg: HardwareConfig, plan, p: int, per_core: list, chunks: list, row_blocks: list, pieces: list,

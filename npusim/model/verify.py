@@ -234,11 +234,9 @@ def _note(row: dict) -> str | None:
     if row["sim_leader"] != row["model_bound"]:
         why.append(f"binding resource differs (sim {row['sim_leader']}, model {row['model_bound']})")
     if row["ratio"] > 1 and row["method"] == "dequant" and row["sim_hbm_bytes"] > 1.05 * row["model_hbm_bytes"]:
-        why.append(f"the AIVs produce every column's bf16 workspace as fast as their pipes allow (nothing in the "
-                   f"schedule throttles them: on 1024x8192x10240 core 0's are done by cycle 155k of 1.06M), so "
-                   f"later columns' workspace evicts the current one's before its last row blocks re-read it; the "
-                   f"model's lockstep L2 replay keeps it resident (HBM bytes: sim {row['sim_hbm_bytes']:,}, "
-                   f"model {row['model_hbm_bytes']:,})")
+        why.append(f"the simulation's workspace misses more than the model's replay of it (HBM bytes: sim "
+                   f"{row['sim_hbm_bytes']:,}, model {row['model_hbm_bytes']:,}): the AIVs' run-ahead, priced from "
+                   f"uncontended costs, decides what L2 still holds when a row block re-reads it")
     elif row["ratio"] > 1:
         why.append("simulation slower than the model: pipes of near-equal load with two-slot buffers stall "
                    "each other; the model charges only the slowest")

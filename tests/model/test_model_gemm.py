@@ -149,6 +149,20 @@ def test_l2_writeback_term_tracks_the_simulation():
     assert "l2_writeback" not in dec.phases
 
 
+@pytest.mark.parametrize("l2, shape", [("16MiB", (1024, 2048, 8192)), ("32MiB", (1024, 4096, 8192))])
+def test_dequant_workspace_beyond_l2_replayed_in_run_order(l2, shape):
+    """Several row tiles: the workspace holds all of W in bf16 and nothing holds the AIVs back, so they
+    write every column tile's pieces long before the AIC reads them and, beyond L2, evict the ones it is
+    reading. The model replays the accesses in that order (lockstep order put these points at 1.16 and
+    1.17: it kept the workspace resident)."""
+    cfg = load_config("910b", [f'l2.capacity="{l2}"'])
+    row = run_point(Point("gemm", "dequant", "int8", "910b", *shape), cfg=cfg)
+    assert row["tiles_per_core"] >= STEADY_TILES
+    assert abs(row["ratio"] - 1) <= TOLERANCE, row["ratio"]
+    assert row["model_hbm_bytes"] == pytest.approx(row["sim_hbm_bytes"], rel=0.05)
+    assert row["sim_hbm_bytes"] > 1.5 * 3 * shape[1] * shape[2]   # beyond the int8 W and its write-back
+
+
 def test_msd_next_tile_loads_a_before_more_weights(cfg910):
     """After a core's first tile, MTE2 issues W chunk 0, then A chunk 0, then further W chunks: an A chunk
     queued behind weight loads that wait for L1 slots idled the Cube at every tile boundary."""
