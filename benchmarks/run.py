@@ -7,7 +7,9 @@ graph build is timed apart (build_s) and included in wall s. The scale_* cases g
 slope of wall time and peak RSS against ops. The 5M-op trace case writes a multi-GB trace to a temporary
 folder (NPUSIM_BENCH_TMP, default the system's) and deletes it.
 
-Each case runs in its own subprocess (so peak RSS is the case's own). NumPy/OpenBLAS threads are pinned
+Each case runs in its own subprocess (so peak RSS is the case's own; with numerics on, simulate() forks a
+child for the reference output, whose peak is reported apart as "child RSS MB": the two share the
+inputs' pages copy-on-write, so their sum overstates the memory in use). NumPy/OpenBLAS threads are pinned
 to 1 (OPENBLAS_NUM_THREADS=OMP_NUM_THREADS=MKL_NUM_THREADS=1): on a shared 2-core machine threaded BLAS
 makes small matmuls erratic, and npusim's bit-exact numerics barely use BLAS anyway.
 The `simpy_baseline` case times the same number of bare simpy timeouts as the dequant GEMM case, so the
@@ -144,8 +146,10 @@ def _run_case(name: str) -> dict:
                  "speedup_msd_vs_dequant": next(t["speedup_vs_dequant"] for t in res["totals"] if t["method"].startswith("msd"))}
     wall = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"case": name, "description": desc, "wall_s": round(wall, 3), "ops": ops,
-            "ops_per_s": round(ops / wall) if ops else None, "peak_rss_mb": round(peak_mb, 1), **extra}
+            "ops_per_s": round(ops / wall) if ops else None, "peak_rss_mb": round(peak_mb, 1),
+            "peak_child_rss_mb": round(child_mb, 1) if child_mb else None, **extra}
 
 
 def scaling_fit(rows: list[dict]) -> dict | None:
@@ -204,13 +208,14 @@ def main() -> int:
     base = next((r for r in rows if r["case"] == "simpy_baseline"), None)
     t = Table(title=f"npusim benchmarks ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                     f"Python {platform.python_version()}, BLAS threads 1)")
-    for col in ("case", "wall s", "simulate s", "ops", "ops/s (sim)", "of simpy", "peak RSS MB"):
+    for col in ("case", "wall s", "simulate s", "ops", "ops/s (sim)", "of simpy", "peak RSS MB", "child RSS MB"):
         t.add_column(col, justify="left" if col == "case" else "right", no_wrap=col == "case")
     for r in rows:
         rate = r.get("simulate_ops_per_s") or r["ops_per_s"]
         frac = f"{rate / base['ops_per_s']:.3f}" if base and rate and r is not base else "-"
         t.add_row(r["case"], f"{r['wall_s']:.2f}", f"{r['simulate_s']:.2f}" if "simulate_s" in r else "-",
-                  f"{r['ops']:,}" if r["ops"] else "-", f"{rate:,}" if rate else "-", frac, f"{r['peak_rss_mb']:.0f}")
+                  f"{r['ops']:,}" if r["ops"] else "-", f"{rate:,}" if rate else "-", frac, f"{r['peak_rss_mb']:.0f}",
+                  f"{r['peak_child_rss_mb']:.0f}" if r.get("peak_child_rss_mb") else "-")
     Console(width=200).print(t)
     fit = scaling_fit(rows)
     if fit:

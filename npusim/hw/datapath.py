@@ -10,9 +10,7 @@ Compute functions are registered by name; the graph names them in `op.compute["f
 from __future__ import annotations
 
 import functools
-import os
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
@@ -22,6 +20,7 @@ from npusim.graph.kernel_graph import KernelGraph
 from npusim.graph.ops import Op, Path, Tensor
 from npusim.numerics.cube import mmad_fp32, mmad_int32
 from npusim.numerics.dtypes import np_dtype
+from npusim.numerics.parallel import map_parts
 
 ComputeFn = Callable[["Datapath", Op, dict], dict[str, np.ndarray]]
 COMPUTE: dict[str, ComputeFn] = {}
@@ -49,7 +48,6 @@ def _region(region) -> tuple[slice, ...]:
 
 InitFn = Callable[[Tensor, dict, "Inputs"], np.ndarray]
 _NORMAL_BLOCK = 1 << 20  # normal samples per random stream (rounded to whole leading rows)
-_THREADS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 INITS: dict[str, InitFn] = {}
 
 
@@ -117,12 +115,7 @@ class Inputs:
             if dt != np.float32:
                 out[r0:r1] = data
 
-        if len(blocks) > 1 and _THREADS > 1:
-            with ThreadPoolExecutor(_THREADS) as pool:
-                list(pool.map(fill, blocks))
-        else:
-            for b in blocks:
-                fill(b)
+        map_parts(blocks, fill)
         return out.reshape(shape)
 
     def tensor(self, t: Tensor) -> np.ndarray:

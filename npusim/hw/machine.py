@@ -11,9 +11,10 @@ from numbers already known and the pipe computes them at once and runs ahead to 
 only to wait for a dependency whose end is not known yet. The times are those of the one-event-per-op
 execution; only the order in which same-cycle GM transfers book bandwidth may differ.
 
-Numerics (when a Datapath is given) are replayed after the timing, in simulated-time order: every op
-reads its inputs at its start cycle and writes its outputs at its end cycle (ends before starts at equal
-cycles), so a schedule that lets a tile be overwritten before it is read still produces wrong numbers.
+Numerics are replayed after the timing (hw.replay, from the `start` and `end` cycles this machine
+leaves), in simulated-time order: every op reads its inputs at its start cycle and writes its outputs at
+its end cycle (ends before starts at equal cycles), so a schedule that lets a tile be overwritten before
+it is read still produces wrong numbers.
 """
 
 from __future__ import annotations
@@ -28,10 +29,8 @@ from npusim.errors import DeadlockError
 from npusim.graph.kernel_graph import KernelGraph
 from npusim.graph.ops import Op, OpKind
 from npusim.hw import costs
-from npusim.hw.datapath import Datapath
 from npusim.hw.memory import BandwidthCalendar, L2Cache
 from npusim.hw.records import OpRecord, WritebackRecord
-from npusim.hw.replay import replay
 
 
 class Sink(Protocol):
@@ -40,12 +39,10 @@ class Sink(Protocol):
 
 
 class Machine:
-    def __init__(self, cfg: HardwareConfig, graph: KernelGraph, sink: Sink,
-                 datapath: Datapath | None = None):
+    def __init__(self, cfg: HardwareConfig, graph: KernelGraph, sink: Sink):
         self.cfg = cfg
         self.graph = graph
         self.sink = sink
-        self.datapath = datapath
         self.env = simpy.Environment()
         self.hbm = BandwidthCalendar(cfg.hbm_bytes_per_cycle, cfg.hbm.window_cycles)
         self.l2 = L2Cache(cfg.l2.capacity_bytes) if cfg.l2.enabled else None
@@ -70,8 +67,6 @@ class Machine:
         if self._blocked:
             self._raise_deadlock()
         makespan = max(self.end, default=0)
-        if self.datapath is not None:
-            replay(self.datapath, self.graph.ops, self.start, self.end)
         if self.l2 is not None:
             for nbytes, role in self.l2.dirty_lines():
                 self.sink.writeback(WritebackRecord(makespan, nbytes, role, "flush"))

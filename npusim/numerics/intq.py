@@ -17,6 +17,7 @@ import numpy as np
 from npusim.errors import NumericsError
 from npusim.numerics.checks import ACTIVATION_DTYPES, require_dtype, require_finite, require_multiple
 from npusim.numerics.cube import to_bf16
+from npusim.numerics.parallel import map_parts, row_parts
 
 INT_BITS = (8, 4)
 _SLAB_ELEMS = 1 << 16
@@ -105,36 +106,54 @@ def quantize_weights_int(w: np.ndarray, *, bits: int = 8, group_k: int | None = 
     """
     top = qmax(bits)
     w = require_dtype(name, w, *ACTIVATION_DTYPES, ndim=2)
-    require_finite(name, w)
     k, n = w.shape
     if group_k is not None:
         if isinstance(group_k, bool) or not isinstance(group_k, int) or group_k <= 0:
             raise NumericsError(f"group_k must be a positive integer, got {group_k!r}")
         require_multiple(f"K of {name!r}", k, group_k)
     w32 = w.astype(np.float32, copy=False)  # exact for bf16 / fp16 / fp32
+    step = group_k or 1
+    parts = row_parts(k, n, step)   # a 70B layer's weights are ~0.9 G elements: a few threads share the passes
+
     # max |w| as max(max w, -min w): the same value (negation is exact) without a |w| temporary; the
-    # outer abs turns an all-zero group's -0.0 into the +0.0 that abs gives.
-    if group_k is None:
-        if k:
-            amax = np.abs(np.maximum(w32.max(axis=0), -w32.min(axis=0)))
-        else:
-            amax = np.zeros(n, np.float32)
+    # outer abs turns an all-zero group's -0.0 into the +0.0 that abs gives. max and min propagate NaN and
+    # Inf, so a finite amax means finite weights (require_finite then names the first bad element).
+    def amax_of(part):
+        r0, r1 = part
+        if group_k is None:
+            return w32[r0:r1].max(axis=0, keepdims=True), w32[r0:r1].min(axis=0, keepdims=True)
+        g = w32[r0:r1].reshape((r1 - r0) // step, step, n)
+        return g.max(axis=1), g.min(axis=1)
+
+    if k:
+        found = map_parts(parts, amax_of)
+        hi, lo = (np.concatenate([f[j] for f in found]) for j in (0, 1))
+        if group_k is None:
+            hi, lo = hi.max(axis=0, keepdims=True), lo.min(axis=0, keepdims=True)
+        amax = np.abs(np.maximum(hi, -lo))
+        if not np.isfinite(amax).all():
+            require_finite(name, w)
+        if group_k is None:
+            amax = amax[0]
     else:
-        g = w32.reshape(k // group_k, group_k, n)
-        amax = np.abs(np.maximum(g.max(axis=1), -g.min(axis=1)))
+        amax = np.zeros(n, np.float32)
     scale = amax.astype(np.float32) / np.float32(top)
     # An all-zero group has w = 0, so dividing by 1 instead of 0 gives its q = 0.
     safe = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float64)
     q = np.empty((k, n), dtype=np.int8)
-    step = group_k or 1
     rows = max(step, (_SLAB_ELEMS // max(n, 1)) // step * step)
-    quot, half = (np.empty((min(rows, k), n), dtype=np.float64) for _ in range(2))
-    for r0 in range(0, k, rows):
-        # Slabs of rows keep the float64 temporaries in cache (same result as one whole-tensor pass).
-        r1 = min(r0 + rows, k)
-        s_rows = safe[None, :] if group_k is None else np.repeat(safe[r0 // step:r1 // step], step, axis=0)
-        x = np.divide(w32[r0:r1], s_rows, out=quot[: r1 - r0])  # float64 quotient, one rounding
-        q[r0:r1] = _quotient_codes(x, half[: r1 - r0], top)
+
+    def codes(part):
+        a, b = part
+        quot, half = (np.empty((min(rows, b - a), n), dtype=np.float64) for _ in range(2))
+        for r0 in range(a, b, rows):
+            # Slabs of rows keep the float64 temporaries in cache (same result as one whole-tensor pass).
+            r1 = min(r0 + rows, b)
+            s_rows = safe[None, :] if group_k is None else np.repeat(safe[r0 // step:r1 // step], step, axis=0)
+            x = np.divide(w32[r0:r1], s_rows, out=quot[: r1 - r0])  # float64 quotient, one rounding
+            q[r0:r1] = _quotient_codes(x, half[: r1 - r0], top)
+
+    map_parts(parts, codes)
     return IntWeights(q=q, scale=scale.astype(np.float32), bits=bits, group_k=group_k)
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import sys
 import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +18,7 @@ from npusim.graph.validate import validate_graph
 from npusim.hw.datapath import Datapath
 from npusim.hw.machine import Machine
 from npusim.hw.records import Recorder
+from npusim.hw.replay import replay
 import npusim.kernels  # noqa: F401  (registers the kernels' compute functions)
 from npusim.sim.gc_pause import gc_paused
 from npusim.sim.references import REFERENCES
@@ -42,41 +47,138 @@ class RunResult:
 
 def simulate(graph: KernelGraph, cfg: HardwareConfig, *, seed: int = 0, numerics: bool = True,
              recorder: Recorder | None = None) -> RunResult:
+    """Validate, time the graph on the machine, and (numerics) replay its real numbers and check them.
+
+    With numerics, the work that does not depend on the timing runs beside it: the inputs (random
+    tensors, quantized weights) are made on a thread while the machine times the ops (numpy's generators
+    and array loops release the GIL), and the reference output is computed in a forked process while the
+    replay computes the simulated one (a thread would fight the replay, which is Python-bound, for the
+    GIL). Every piece is a pure function of (graph, seed): the results are those of one after the other.
+    """
     recorder = recorder if recorder is not None else Recorder()
     t0 = time.perf_counter()
+    verdict = None
     with gc_paused():
         validate_graph(graph, cfg)
-        datapath = Datapath(graph, seed) if numerics else None
-        machine = Machine(cfg, graph, recorder, datapath)
-        cycles = machine.run()
-    verdict = check_numerics(graph, datapath) if datapath is not None else None
+        with ThreadPoolExecutor(1) as pool:
+            made = pool.submit(Datapath, graph, seed) if numerics else None
+            machine = Machine(cfg, graph, recorder)
+            try:
+                cycles = machine.run()
+            finally:
+                datapath = made.result() if made is not None else None   # its errors first: they are the inputs'
+        if datapath is not None:
+            expected = ForkedReference(graph, datapath.gm)
+            try:
+                replay(datapath, graph.ops, machine.start, machine.end)
+            except BaseException:
+                expected.cancel()
+                raise
+            verdict = check_numerics(graph, datapath, expected.result())
     wall = time.perf_counter() - t0
     peak = machine.hbm.peak_window_bytes / cfg.hbm.window_cycles
     return RunResult(graph, cfg, recorder, cycles, wall, verdict, seed, peak)
+
+
+class ForkedReference:
+    """reference_outputs(graph, gm), computed in a forked child from the parent's arrays as they are now
+    (copy-on-write: nothing is copied to start it; only the output and its truth come back). Where fork
+    is not available, or the graph writes a tensor the reference reads, it is computed on demand."""
+
+    def __init__(self, graph: KernelGraph, gm: dict[str, np.ndarray]):
+        self.graph, self.gm = graph, gm
+        self.proc = self.conn = None
+        if graph.reference and _FORK is not None and _inputs_read_only(graph):
+            self.conn, send = _FORK.Pipe(duplex=False)
+            with warnings.catch_warnings():
+                # Python 3.12+ warns on fork in a process with threads; the child only runs numpy on
+                # arrays it inherited and exits, so no lock another thread held is taken there.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.proc = _FORK.Process(target=_reference_child, args=(graph, gm, send), daemon=True)
+                self.proc.start()
+            send.close()
+
+    def cancel(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.join()
+            self.conn.close()
+            self.proc = None
+
+    def result(self) -> tuple[np.ndarray, np.ndarray | None] | None:
+        if not self.graph.reference:
+            return None
+        if self.proc is None:
+            return reference_outputs(self.graph, self.gm)
+        try:
+            status, payload = self.conn.recv()
+        except EOFError:
+            status, payload = "lost", None
+        finally:
+            self.conn.close()
+            self.proc.join()
+        if status == "ok":
+            return payload
+        if status == "error":
+            raise payload
+        return reference_outputs(self.graph, self.gm)   # the child died (e.g. out of memory): do it here
+
+
+def _reference_child(graph: KernelGraph, gm: dict, conn) -> None:
+    try:
+        conn.send(("ok", reference_outputs(graph, gm)))
+    except BaseException as e:  # noqa: BLE001  (sent to the parent, which raises it)
+        conn.send(("error", e))
+    finally:
+        conn.close()
+
+
+_FORK = mp.get_context("fork") if sys.platform == "linux" else None
+
+
+def _inputs_read_only(graph: KernelGraph) -> bool:
+    """No op writes a tensor the reference reads: then the reference can run while the replay writes GM."""
+    spec = graph.reference
+    if not spec:
+        return False
+    inputs = set(spec["inputs"])
+    return not any(op.gm is not None and op.gm.tensor in inputs and op.path is not None and op.path.writes_gm
+                   for op in graph.ops)
+
+
+def reference_outputs(graph: KernelGraph, gm: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The reference output of the graph's algorithm on its inputs, and its FP64 truth (None without one)."""
+    spec = graph.reference
+    fn = REFERENCES.get(spec["fn"])
+    if fn is None:
+        raise GraphError(f"graph {graph.name!r}: unknown reference {spec['fn']!r} (known: {', '.join(REFERENCES)})")
+    inputs = [gm[name] for name in spec["inputs"]]
+    kwargs = spec.get("kwargs", {})
+    want = np.asarray(fn(*inputs, **kwargs))
+    truth = REFERENCES[spec["truth"]](*inputs, **kwargs) if spec.get("truth") else None
+    return want, truth
 
 
 def _bits(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a).view(np.dtype(f"u{a.dtype.itemsize}"))
 
 
-def check_numerics(graph: KernelGraph, datapath: Datapath) -> NumericsVerdict | None:
+def check_numerics(graph: KernelGraph, datapath: Datapath,
+                   expected: tuple[np.ndarray, np.ndarray | None] | None = None) -> NumericsVerdict | None:
+    """The simulated output against the reference bit for bit, and its error against the FP64 truth.
+    `expected`: reference_outputs already computed (else they are computed here)."""
     spec = graph.reference
     if not spec:
         return None
-    fn = REFERENCES.get(spec["fn"])
-    if fn is None:
-        raise GraphError(f"graph {graph.name!r}: unknown reference {spec['fn']!r} (known: {', '.join(REFERENCES)})")
-    inputs = [datapath.gm[name] for name in spec["inputs"]]
+    want, truth = expected if expected is not None else reference_outputs(graph, datapath.gm)
     got = datapath.gm[spec["output"]]
-    kwargs = spec.get("kwargs", {})
-    want = np.asarray(fn(*inputs, **kwargs)).astype(got.dtype)
+    want = want.astype(got.dtype)
     if want.shape != got.shape:
         raise GraphError(f"reference {spec['fn']} has shape {want.shape}, output {spec['output']} has {got.shape}")
     # Bit patterns, not values: -0.0 vs 0.0 or a NaN payload is a mismatch too.
     mismatches = int(np.count_nonzero(_bits(want) != _bits(got)))
     rel = mx = None
-    if spec.get("truth"):
-        truth = REFERENCES[spec["truth"]](*inputs, **kwargs)
+    if truth is not None:
         err = got.astype(np.float64) - truth
         norm = float(np.linalg.norm(truth))
         rel = float(np.linalg.norm(err) / norm) if norm > 0 else float(np.linalg.norm(err))

@@ -384,14 +384,15 @@ def test_random_normal_is_one_draw_whatever_the_threads_and_the_cast(monkeypatch
 
     monkeypatch.setattr(datapath, "_NORMAL_BLOCK", 7)  # many blocks, of odd sizes
     inputs = datapath.Inputs(seed=11)
-    monkeypatch.setattr(datapath, "_THREADS", 1)
+    import npusim.numerics.parallel as parallel
+    monkeypatch.setattr(parallel, "THREADS", 1)
     whole = inputs.random("w", shape, spec)
     assert whole.dtype == np.float32 and whole.shape == shape
     if whole.size > 1:
         assert len(np.unique(whole)) > 0.99 * whole.size  # the blocks draw different streams
     if spec.get("outlier_channels") and whole.ndim == 2 and whole.shape[1] > 2 and whole.size:
         assert np.abs(whole[:, 2]).max() > 10 * np.abs(np.delete(whole, 2, axis=1)).max() / 3
-    monkeypatch.setattr(datapath, "_THREADS", 3)
+    monkeypatch.setattr(parallel, "THREADS", 3)
     assert same_bits(inputs.random("w", shape, spec), whole)
     for dt in (BF16, np.dtype(np.float16), np.dtype(np.float32)):
         assert same_bits(inputs.random("w", shape, spec, dt), whole.astype(dt))
@@ -403,3 +404,26 @@ def test_random_normal_scalar_shape():
 
     x = Inputs(seed=1).random("s", (), {"kind": "normal"}, BF16)
     assert x.shape == () and x.dtype == BF16
+
+
+@pytest.mark.parametrize("group_k", [None, 4])
+def test_quantize_weights_split_over_threads_is_the_same(monkeypatch, group_k):
+    """quantize_weights_int shares its passes over row parts on threads: every split gives the same bits,
+    and a NaN or Inf is still refused by name and index."""
+    import npusim.numerics.parallel as parallel
+    from npusim.errors import NumericsError
+
+    w = np.random.default_rng(5).standard_normal((64, 37), dtype=np.float32)
+    w[::7, 3] = 0.0
+    w[8:12, 5] = 0.0    # an all-zero group of 4
+    monkeypatch.setattr(parallel, "THREADS", 1)
+    one = quantize_weights_int(w, bits=8, group_k=group_k)
+    monkeypatch.setattr(parallel, "THREADS", 3)
+    monkeypatch.setattr(parallel, "MIN_ELEMS_PER_THREAD", 16)
+    assert len(parallel.row_parts(64, 37, group_k or 1)) == 3
+    many = quantize_weights_int(w, bits=8, group_k=group_k)
+    assert same_bits(one.q, many.q) and same_bits(one.scale, many.scale)
+    bad = w.copy()
+    bad[50, 2] = np.inf
+    with pytest.raises(NumericsError, match=r"tensor 'w' has Inf at index \(50, 2\)"):
+        quantize_weights_int(bad, bits=8, group_k=group_k)

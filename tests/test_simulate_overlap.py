@@ -1,0 +1,43 @@
+"""simulate() with numerics runs the inputs beside the timing (a thread) and the reference beside the
+replay (a forked child): the verdict is the same as one after the other, and errors still reach the user."""
+
+import pytest
+
+import npusim.sim.run as run
+from npusim.errors import GraphError
+from npusim.kernels.gemm.quant import build_gemm
+
+
+def _verdict(res):
+    v = res.numerics
+    return v.exact, v.mismatches, v.elements, v.rel_l2_vs_fp64, v.max_abs_vs_fp64
+
+
+@pytest.mark.parametrize("method", ["dequant", "msd"])
+def test_forked_reference_gives_the_same_verdict(cfg910, monkeypatch, method):
+    g = build_gemm(cfg910, 16, 512, 256, method=method, weights="int8")
+    forked = run.simulate(g, cfg910, seed=3)
+    assert run._FORK is not None  # Linux: the child ran
+    monkeypatch.setattr(run, "_FORK", None)
+    inline = run.simulate(g, cfg910, seed=3)
+    assert forked.numerics.exact and _verdict(forked) == _verdict(inline)
+    assert forked.cycles == inline.cycles
+
+
+def test_reference_error_in_the_child_reaches_the_parent(cfg910):
+    g = build_gemm(cfg910, 16, 256, 256, method="dequant", weights="int8")
+    g.reference = dict(g.reference, fn="no_such_reference")
+    with pytest.raises(GraphError, match="unknown reference 'no_such_reference'"):
+        run.simulate(g, cfg910)
+
+
+def test_reference_inputs_written_by_the_graph_are_not_forked(cfg910):
+    """A graph that writes a tensor its reference reads: the reference must see the tensor as the replay
+    left it, so it is computed after the replay in the parent."""
+    g = build_gemm(cfg910, 16, 256, 256, method="dequant", weights="int8")
+    assert run._inputs_read_only(g)
+    writes = [op for op in g.ops if op.gm is not None and op.path.writes_gm]
+    g.reference = dict(g.reference, inputs=[writes[0].gm.tensor, *g.reference["inputs"][1:]])
+    assert not run._inputs_read_only(g)
+    assert run.ForkedReference(g, {}).proc is None
+
