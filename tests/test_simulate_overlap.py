@@ -41,3 +41,12 @@ def test_reference_inputs_written_by_the_graph_are_not_forked(cfg910):
     assert not run._inputs_read_only(g)
     assert run.ForkedReference(g, {}).proc is None
 
+
+
+def test_daemonic_process_computes_the_reference_itself(cfg910, monkeypatch):
+    """Dask's workers are daemonic processes, which may not have children."""
+    import multiprocessing as mp
+
+    monkeypatch.setattr(mp.current_process(), "_config", dict(mp.current_process()._config, daemon=True))
+    g = build_gemm(cfg910, 16, 256, 256, method="dequant", weights="int8")
+    assert run.ForkedReference(g, {}).proc is None

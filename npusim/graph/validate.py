@@ -50,20 +50,21 @@ def validate_graph(graph: KernelGraph, cfg: HardwareConfig) -> None:
     # so the common case never builds the networkx graph.
     forward = False
     slots = graph.slots
+    lowest = 0
+    dma = OpKind.DMA
     for i, op in enumerate(graph.ops):
         deps = op.slot_deps + op.deps if op.slot_deps else op.deps
-        if deps and max(deps) >= i:
-            forward = True
-        if deps and (min(deps) < 0 or max(deps) >= n_ops or i in deps):
-            where = f"op {i} {op.name!r}"
-            for d in deps:
-                if not 0 <= d < n_ops:
-                    problems.append(f"{where}: depends on op {d}, which does not exist (graph has {n_ops} ops)")
-                elif d == i:
-                    problems.append(f"{where}: depends on itself")
-        unit = op.unit
-        shape = (unit.core, unit.name, op.pipe, op.kind, op.path, op.dtype, op.vop, op.nbytes > 0,
-                 op.m > 0 and op.k > 0 and op.n > 0, op.elements > 0, op.gm.tensor if op.gm else None)
+        if deps:
+            hi, lo = max(deps), min(deps)
+            if lo < lowest:
+                lowest = lo
+            if hi >= i:   # a forward edge, to itself, or past the end
+                forward = True
+                if hi >= n_ops or i in deps:
+                    problems += _dep_problems(i, op, deps, n_ops)
+        unit, gm, nbytes = op.unit, op.gm, op.nbytes
+        shape = (unit.core, unit.name, op.pipe, op.kind, op.path, op.dtype, op.vop, nbytes > 0,
+                 op.m > 0 and op.k > 0 and op.n > 0, op.elements > 0, gm.tensor if gm else None)
         if shape not in valid_shapes:
             found = _op_problems(f"op {i} {op.name!r}", op, graph, cfg)
             if found:
@@ -71,15 +72,18 @@ def validate_graph(graph: KernelGraph, cfg: HardwareConfig) -> None:
             else:
                 valid_shapes.add(shape)
         # ops reuse a few slot combinations (double buffers): check each combination once
-        uses = (unit.core, op.reads, op.writes, op.nbytes if op.kind is OpKind.DMA else 0)
+        uses = (unit.core, op.reads, op.writes, nbytes if op.kind is dma else 0)
         if uses not in valid_uses:
             found = _slot_problems(f"op {i} {op.name!r}", op, slots)
             if found:
                 problems += found
             else:
                 valid_uses.add(uses)
-        if len(problems) > _MAX_LISTED:
+        if problems and len(problems) > _MAX_LISTED:
             break
+    if lowest < 0:   # negative indices are rare enough to look for once, at the end
+        problems += [p for i, op in enumerate(graph.ops) if min(op.deps + op.slot_deps, default=0) < 0
+                     for p in _dep_problems(i, op, op.slot_deps + op.deps, n_ops)]
 
     problems += _check_capacities(graph, cfg)
     if not problems and forward:
@@ -90,6 +94,16 @@ def validate_graph(graph: KernelGraph, cfg: HardwareConfig) -> None:
         shown = problems[:_MAX_LISTED]
         more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
         raise GraphError(f"graph {graph.name!r} cannot run on {cfg.meta.name}:\n  " + "\n  ".join(shown) + more)
+
+
+def _dep_problems(i: int, op, deps, n_ops: int) -> list[str]:
+    where, out = f"op {i} {op.name!r}", []
+    for d in deps:
+        if not 0 <= d < n_ops:
+            out.append(f"{where}: depends on op {d}, which does not exist (graph has {n_ops} ops)")
+        elif d == i:
+            out.append(f"{where}: depends on itself")
+    return out
 
 
 def _op_problems(where: str, op, graph: KernelGraph, cfg: HardwareConfig) -> list[str]:

@@ -83,12 +83,14 @@ def simulate(graph: KernelGraph, cfg: HardwareConfig, *, seed: int = 0, numerics
 class ForkedReference:
     """reference_outputs(graph, gm), computed in a forked child from the parent's arrays as they are now
     (copy-on-write: nothing is copied to start it; only the output and its truth come back). Where fork
-    is not available, or the graph writes a tensor the reference reads, it is computed on demand."""
+    is not available (not Linux, or a daemonic process), or the graph writes a tensor the reference reads,
+    it is computed on demand."""
 
     def __init__(self, graph: KernelGraph, gm: dict[str, np.ndarray]):
         self.graph, self.gm = graph, gm
         self.proc = self.conn = None
-        if graph.reference and _FORK is not None and _inputs_read_only(graph):
+        # a daemonic process (a Dask worker's, by default) may not have children
+        if graph.reference and _FORK is not None and not mp.current_process().daemon and _inputs_read_only(graph):
             self.conn, send = _FORK.Pipe(duplex=False)
             with warnings.catch_warnings():
                 # Python 3.12+ warns on fork in a process with threads; the child only runs numpy on
