@@ -541,8 +541,11 @@ def model_msd(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None = N
     hits = _msd_w_hits(cfg, plan, p, per_core, chunks, row_blocks, pieces, direct_out) if l2 else set()
     streams = [sum(1 for c, ct in enumerate(per_core) if i < len(ct) and (c, i, chunks[0][0], "w") not in hits)
                for i in range(max(len(ct) for ct in per_core))]
+    w_streams = l2 and k * n > cfg.l2.capacity_bytes
     for core, ct in enumerate(per_core):
         aic = _Aic(cfg, t.k0, 1, 1, "int8", t.l0c_slots)
+        # int8 W larger than L2: streamed from HBM for the whole kernel, as native's (docs/formulas.md 1)
+        aic.mte2.overlap = w_streams
         aivs = _aiv_stages(n_aiv)
         a_rows_loaded = None
         ws_seen: set = set()
