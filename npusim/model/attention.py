@@ -25,14 +25,14 @@ chunks and AIVs). Which reads miss L2 follows the simulator's rule (a region rea
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import ceil
 
 from npusim.config.schema import HardwareConfig
 from npusim.graph.ops import Path, Role
 from npusim.hw import costs
 from npusim.kernels.attention.build import (
-    GM_RING, Q_CHUNK_ROWS, AttnSchedule, attention_schedule, operand_bytes, schedule_meta,
+    DEQUANT_CHUNK_SLOTS, GM_RING, Q_CHUNK_ROWS, AttnSchedule, attention_schedule, operand_bytes, schedule_meta,
 )
 from npusim.kernels.attention.programs import (
     DEQUANT_KV, MERGE_ACC, MERGE_WEIGHTS, ROW_STATE, V_SCALE_MSD, finalize_steps, o_update_steps, q_msd_steps,
@@ -185,6 +185,9 @@ class _Block:
     pv_aic: float       # PV on the AIC (first L0 step + Cube)
     soft: float         # S FixPipe + flag + AIV S load + softmax (the part of delta before P leaves)
     tail: float         # PV FixPipe of the last chunk + flag + PV load + O update of the last chunk
+    # dequant, the busier AIV: its chunk pipeline (the slowest pipe per chunk), then its S load, softmax
+    # and O updates, less the chunk loads its slots let MTE2 run during the softmax (pipe -> cycles)
+    aiv_serial: dict = field(default_factory=dict)
 
 
 class _Core:
@@ -244,6 +247,8 @@ class _Core:
         tensors = [dk] + ([] if s.latent else [dv])
         # -- KV into L1
         kv_lat = 0.0
+        serial: dict[int, dict] = defaultdict(lambda: defaultdict(float))   # dequant, per AIV: see aiv_serial
+        chunk_ld: dict[int, float] = {}
         if s.method == "dequant":
             per_aiv = _dequant_chunks(s, a0, a1, self.n_aiv)
             for width in tensors:
@@ -252,10 +257,14 @@ class _Core:
                     ld = vec = st = 0.0
                     for x0, x1 in chunks:
                         e = (x1 - x0) * width
-                        ld += share * self.rd(Path.GM_TO_UB, e, False) + (1 - share) * self.rd(Path.GM_TO_UB, e, True)
-                        vec += program_cycles(cfg, DEQUANT_KV, e)
-                        st += (self.on_chip(Path.UB_TO_L1, 2 * e) if pl.kv_direct
+                        ld1 = share * self.rd(Path.GM_TO_UB, e, False) + (1 - share) * self.rd(Path.GM_TO_UB, e, True)
+                        vec1 = program_cycles(cfg, DEQUANT_KV, e)
+                        st1 = (self.on_chip(Path.UB_TO_L1, 2 * e) if pl.kv_direct
                                else self.wr(Path.UB_TO_GM, 2 * e))
+                        ld, vec, st = ld + ld1, vec + vec1, st + st1
+                        top = max((ld1, "aiv.mte2"), (vec1, "aiv.vector"), (st1, "aiv.mte3"))
+                        serial[a][top[1]] += top[0]
+                        chunk_ld[a] = ld1
                         hbm += e * (share if l2 else 1) + (0 if l2 or pl.kv_direct else 2 * e)
                     busy[f"aiv{a}.mte2"] += ld
                     busy[f"aiv{a}.vector"] += vec
@@ -321,6 +330,9 @@ class _Core:
             busy[f"aiv{a}.vector"] += vec
             busy[f"aiv{a}.mte3"] += stp
             soft[a] = (ls, vec, stp)
+            if a in chunk_ld:
+                serial[a]["aiv.mte2"] += ls
+                serial[a]["aiv.vector"] += vec - min(DEQUANT_CHUNK_SLOTS * chunk_ld[a], vec)
             if not l2:
                 hbm += p * r * n * 4 + p * r * n * self.pb
         lp = self.rd(Path.GM_TO_L1, p * rw * n * self.pb, True)
@@ -352,6 +364,9 @@ class _Core:
                 busy[f"aiv{a}.mte2"] += lo
                 busy[f"aiv{a}.vector"] += vec
                 worst = max(worst, lo + vec)
+                if a in chunk_ld:
+                    serial[a]["aiv.mte2"] += lo
+                    serial[a]["aiv.vector"] += vec
                 if not l2:
                     hbm += p * r * (c1 - c0) * 4
             tail = fx + self.cross + worst
@@ -364,7 +379,8 @@ class _Core:
             key = "aiv." + k.split(".", 1)[1] if k.startswith("aiv") else k
             out[key] = max(out.get(key, 0.0), v)
         kv_aic = busy.get("aic.mte2", 0.0) - lp
-        return _Block(out, hbm, kv_lat, kv_aic, lp, s_aic, delta, pv_aic, soft_lat, tail)
+        return _Block(out, hbm, kv_lat, kv_aic, lp, s_aic, delta, pv_aic, soft_lat, tail,
+                      dict(max(serial.values(), key=lambda d: sum(d.values()), default={})))
 
     def steady(self, b: _Block) -> tuple[float, str, dict[str, float]]:
         """T_blk and the stage that binds it, with the attribution of its cycles."""
@@ -398,6 +414,9 @@ class _Core:
             loop4 = (b.kv + b.s_aic + b.soft) / n_sl
             parts4 = {"aiv.vector": b.kv + b.soft - 2 * self.cross, "aic.cube": b.s_aic, "flag": 2 * self.cross}
             cand["loop:aiv_order"] = (loop4, {k: v / n_sl for k, v in parts4.items()})
+            # the in-order Vector alternates the dequant chunks and the softmax / O updates, and the MTE2
+            # can load only DEQUANT_CHUNK_SLOTS chunks ahead while the softmax runs
+            cand["aiv:chunks_then_softmax"] = (sum(b.aiv_serial.values()), b.aiv_serial)
         key = max(cand, key=lambda k: cand[k][0])
         return cand[key][0], key, cand[key][1]
 

@@ -197,8 +197,8 @@ def _note_attention(row: dict) -> str | None:
             row["meta"]["dequant_chunk_tokens"] < 32:
         why.append(f"dequant chunks of {row['meta']['dequant_chunk_tokens']} tokens (the UB is full): the AIV's "
                    "MTE2, Vector and MTE3 are coupled through double-buffered chunk slots and the in-order Vector "
-                   "alternates softmax and dequant, so the loads stall while the softmax runs; the model charges "
-                   "the busiest AIV pipe only")
+                   "alternates softmax and dequant, so the loads stall while the softmax runs; the model's "
+                   "chunks-then-softmax loop prices that coupling from uncontended costs")
     if not why:
         why.append("simulation slower than the model: pipes of near-equal load stall each other; the model charges "
                    "only the slowest" if row["ratio"] > 1 else "simulation faster than the model")

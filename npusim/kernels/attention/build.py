@@ -59,6 +59,7 @@ KV_SLOTS = (3, 2)                                     # KV blocks resident in L1
 S_SLOTS = (2, 1)                                      # UB slots for S per AIV (1 only where 2 do not fit)
 Q_CHUNK_ROWS = 4  # rows per MSD Q decomposition chunk on an AIV
 GM_RING = 3  # depth of the per-core GM rings (KV workspace, S, P, PV)
+DEQUANT_CHUNK_SLOTS = 2  # UB slots per AIV for the int8 / fp32 / bf16 forms of a dequant chunk
 COPY = {"fn": "copy"}
 
 
@@ -105,7 +106,7 @@ def ub_slots(method: str, passes: int, rv: int, dk: int, dv: int, block: int, nc
         s.update(q=qr * dk * 2, q_f32=qr * dk * 4, q_passes=passes * qr * dk, ks=dk * 4, rowscale=rv * 4)
     if method == "dequant":
         s["ks"] = dk * 4
-        for i in range(2):
+        for i in range(DEQUANT_CHUNK_SLOTS):
             s[f"kv_q{i}"] = tc * dk
             s[f"kv_f32_{i}"] = tc * dk * 4
             s[f"kv_bf16_{i}"] = tc * dk * 2
@@ -476,8 +477,9 @@ class _Core:
             if b.msd:
                 d.update(qin=S["q"], qf=S["q_f32"], qc=S["q_passes"], ks=S["ks"], rs=S["rowscale"])
             if b.method == "dequant":
-                d.update(ks=S["ks"], dq=[S["kv_q0"], S["kv_q1"]], df=[S["kv_f32_0"], S["kv_f32_1"]],
-                         db=[S["kv_bf16_0"], S["kv_bf16_1"]])
+                d.update(ks=S["ks"], dq=[S[f"kv_q{i}"] for i in range(DEQUANT_CHUNK_SLOTS)],
+                         df=[S[f"kv_f32_{i}"] for i in range(DEQUANT_CHUNK_SLOTS)],
+                         db=[S[f"kv_bf16_{i}"] for i in range(DEQUANT_CHUNK_SLOTS)])
             if len(b.parts) > 1:
                 d.update(ms=S["ms"], ls=S["ls"], w=S["w"], L=S["L"], acc=S["acc"])
             d["n"] = {"s": 0, "pv": 0, "dq": 0, "out": 0}
