@@ -50,3 +50,39 @@ def test_daemonic_process_computes_the_reference_itself(cfg910, monkeypatch):
     monkeypatch.setattr(mp.current_process(), "_config", dict(mp.current_process()._config, daemon=True))
     g = build_gemm(cfg910, 16, 256, 256, method="dequant", weights="int8")
     assert run.ForkedReference(g, {}).proc is None
+
+
+def test_one_thread_runs_one_after_the_other(cfg910, monkeypatch):
+    """NPUSIM_THREADS=1: no input thread, no reference child, no split passes; the same verdict."""
+    g = build_gemm(cfg910, 16, 512, 256, method="dequant", weights="int8")
+    both = run.simulate(g, cfg910, seed=2)
+    monkeypatch.setenv("NPUSIM_THREADS", "1")
+    assert run.ForkedReference(g, {}).proc is None
+    one = run.simulate(g, cfg910, seed=2)
+    assert _verdict(one) == _verdict(both) and one.numerics.exact
+
+
+@pytest.mark.parametrize("bad", ["0", "-2", "two", "1.5"])
+def test_bad_thread_budget_is_refused(cfg910, monkeypatch, bad):
+    from npusim.errors import NpusimError
+
+    monkeypatch.setenv("NPUSIM_THREADS", bad)
+    g = build_gemm(cfg910, 16, 256, 256, method="dequant", weights="int8")
+    with pytest.raises(NpusimError, match=r"NPUSIM_THREADS=.*: set it to a positive integer"):
+        run.simulate(g, cfg910)
+
+
+def test_no_fork_while_another_thread_runs(cfg910):
+    """A progress bar's refresh thread could hold a lock the forked child would need."""
+    import threading
+
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        g = build_gemm(cfg910, 16, 256, 256, method="dequant", weights="int8")
+        assert run.ForkedReference(g, {}).proc is None
+        assert run.simulate(g, cfg910).numerics.exact
+    finally:
+        stop.set()
+        t.join()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import sys
+import threading
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -19,6 +19,7 @@ from npusim.hw.datapath import Datapath
 from npusim.hw.machine import Machine
 from npusim.hw.records import Recorder
 from npusim.hw.replay import replay
+from npusim.numerics.parallel import threads
 import npusim.kernels  # noqa: F401  (registers the kernels' compute functions)
 from npusim.sim.gc_pause import gc_paused
 from npusim.sim.references import REFERENCES
@@ -53,20 +54,24 @@ def simulate(graph: KernelGraph, cfg: HardwareConfig, *, seed: int = 0, numerics
     tensors, quantized weights) are made on a thread while the machine times the ops (numpy's generators
     and array loops release the GIL), and the reference output is computed in a forked process while the
     replay computes the simulated one (a thread would fight the replay, which is Python-bound, for the
-    GIL). Every piece is a pure function of (graph, seed): the results are those of one after the other.
+    GIL). Every piece is a pure function of (graph, seed): the results are those of one after the other,
+    which is what NPUSIM_THREADS=1 runs (npusim/numerics/parallel.py).
     """
     recorder = recorder if recorder is not None else Recorder()
     t0 = time.perf_counter()
     verdict = None
     with gc_paused():
         validate_graph(graph, cfg)
+        overlap = numerics and threads() > 1
+        datapath = Datapath(graph, seed) if numerics and not overlap else None
         with ThreadPoolExecutor(1) as pool:
-            made = pool.submit(Datapath, graph, seed) if numerics else None
+            made = pool.submit(Datapath, graph, seed) if overlap else None
             machine = Machine(cfg, graph, recorder)
             try:
                 cycles = machine.run()
             finally:
-                datapath = made.result() if made is not None else None   # its errors first: they are the inputs'
+                if made is not None:
+                    datapath = made.result()   # its errors first: they are the inputs'
         if datapath is not None:
             expected = ForkedReference(graph, datapath.gm)
             try:
@@ -83,21 +88,20 @@ def simulate(graph: KernelGraph, cfg: HardwareConfig, *, seed: int = 0, numerics
 class ForkedReference:
     """reference_outputs(graph, gm), computed in a forked child from the parent's arrays as they are now
     (copy-on-write: nothing is copied to start it; only the output and its truth come back). Where fork
-    is not available (not Linux, or a daemonic process), or the graph writes a tensor the reference reads,
-    it is computed on demand."""
+    is not available (not Linux, a daemonic process, or other threads running), NPUSIM_THREADS is 1, or
+    the graph writes a tensor the reference reads, it is computed on demand."""
 
     def __init__(self, graph: KernelGraph, gm: dict[str, np.ndarray]):
         self.graph, self.gm = graph, gm
         self.proc = self.conn = None
-        # a daemonic process (a Dask worker's, by default) may not have children
-        if graph.reference and _FORK is not None and not mp.current_process().daemon and _inputs_read_only(graph):
+        # Fork only a process with no other Python thread (a progress bar's, a Dask worker's): the child
+        # could wait forever on a lock such a thread held. A daemonic process (a Dask worker's, by
+        # default) may not have children; NPUSIM_THREADS=1 asks for one core.
+        if (graph.reference and _FORK is not None and threading.active_count() == 1
+                and not mp.current_process().daemon and threads() > 1 and _inputs_read_only(graph)):
             self.conn, send = _FORK.Pipe(duplex=False)
-            with warnings.catch_warnings():
-                # Python 3.12+ warns on fork in a process with threads; the child only runs numpy on
-                # arrays it inherited and exits, so no lock another thread held is taken there.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                self.proc = _FORK.Process(target=_reference_child, args=(graph, gm, send), daemon=True)
-                self.proc.start()
+            self.proc = _FORK.Process(target=_reference_child, args=(graph, gm, send), daemon=True)
+            self.proc.start()
             send.close()
 
     def cancel(self) -> None:
