@@ -210,3 +210,20 @@ def test_critical_path_and_idle_causes_of_the_double_buffer(cfg910):
     # ld2 idles [116, 338): the Cube reading slot 0 until 330, then 8 cycles of flag on the slot edge;
     # ld3 idles [396, 602) likewise behind mm1.
     assert w["mte1"] == {"aic.cube": (330 - 116) + (594 - 396), "buffer": 16}
+
+
+def test_bad_dependency_indices_are_named_once_each_in_op_order(cfg910):
+    from npusim.kernels.gemm.quant import build_gemm
+
+    g = build_gemm(cfg910, 16, 256, 256, method="dequant", weights="int8")
+    n = len(g.ops)
+    g.ops[5] = g.ops[5]._replace(deps=(-1, n + 3))
+    g.ops[7] = g.ops[7]._replace(deps=(7,))
+    with pytest.raises(GraphError) as err:
+        simulate(g, cfg910, numerics=False)
+    lines = str(err.value).splitlines()[1:]
+    assert [line.split("': ", 1)[1] for line in lines] == [
+        f"depends on op -1, which does not exist (graph has {n} ops)",
+        f"depends on op {n + 3}, which does not exist (graph has {n} ops)",
+        "depends on itself"]
+    assert lines[0].strip().startswith("op 5 ") and lines[2].strip().startswith("op 7 ")

@@ -42,7 +42,6 @@ def test_reference_inputs_written_by_the_graph_are_not_forked(cfg910):
     assert run.ForkedReference(g, {}).proc is None
 
 
-
 def test_daemonic_process_computes_the_reference_itself(cfg910, monkeypatch):
     """Dask's workers are daemonic processes, which may not have children."""
     import multiprocessing as mp
@@ -86,3 +85,17 @@ def test_no_fork_while_another_thread_runs(cfg910):
     finally:
         stop.set()
         t.join()
+
+
+def test_reference_error_keeps_its_traceback(cfg910, monkeypatch):
+    """The child only says that it failed; the parent computes the reference again and raises with the
+    real traceback (a bug in a reference is a bug, not a user error)."""
+    g = build_gemm(cfg910, 16, 256, 256, method="dequant", weights="int8")
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("inside the reference")
+
+    monkeypatch.setitem(run.REFERENCES, g.reference["fn"], broken)
+    with pytest.raises(ZeroDivisionError, match="inside the reference") as err:
+        run.simulate(g, cfg910)
+    assert any(tb.name == "broken" for tb in err.traceback)

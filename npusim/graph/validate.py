@@ -50,18 +50,15 @@ def validate_graph(graph: KernelGraph, cfg: HardwareConfig) -> None:
     # so the common case never builds the networkx graph.
     forward = False
     slots = graph.slots
-    lowest = 0
     dma = OpKind.DMA
     for i, op in enumerate(graph.ops):
         deps = op.slot_deps + op.deps if op.slot_deps else op.deps
         if deps:
-            hi, lo = max(deps), min(deps)
-            if lo < lowest:
-                lowest = lo
+            hi = max(deps)
             if hi >= i:   # a forward edge, to itself, or past the end
                 forward = True
-                if hi >= n_ops or i in deps:
-                    problems += _dep_problems(i, op, deps, n_ops)
+            if min(deps) < 0 or hi >= n_ops or (hi >= i and i in deps):
+                problems += _dep_problems(i, op, deps, n_ops)
         unit, gm, nbytes = op.unit, op.gm, op.nbytes
         shape = (unit.core, unit.name, op.pipe, op.kind, op.path, op.dtype, op.vop, nbytes > 0,
                  op.m > 0 and op.k > 0 and op.n > 0, op.elements > 0, gm.tensor if gm else None)
@@ -81,9 +78,6 @@ def validate_graph(graph: KernelGraph, cfg: HardwareConfig) -> None:
                 valid_uses.add(uses)
         if problems and len(problems) > _MAX_LISTED:
             break
-    if lowest < 0:   # negative indices are rare enough to look for once, at the end
-        problems += [p for i, op in enumerate(graph.ops) if min(op.deps + op.slot_deps, default=0) < 0
-                     for p in _dep_problems(i, op, op.slot_deps + op.deps, n_ops)]
 
     problems += _check_capacities(graph, cfg)
     if not problems and forward:

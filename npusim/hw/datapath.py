@@ -90,8 +90,9 @@ class Inputs:
         A 70B layer draws ~0.9 G samples, so they are drawn in blocks of whole leading rows (about
         _NORMAL_BLOCK elements), each from its own stream keyed by (seed, key, block index), by a few
         threads (numpy's generators release the GIL). The values depend on the seed, the key and the shape
-        only, never on the thread count; a cast tensor is cast block by block, without a float32 copy of
-        the whole. SFC64 rather than the default PCG64: twice as fast for float32 normals here.
+        only (and on _NORMAL_BLOCK: retuning it changes every input), never on the thread count; a cast
+        tensor is cast block by block, without a float32 copy of the whole. SFC64 rather than the default
+        PCG64: twice as fast for float32 normals here.
         """
         dt = np.dtype(np.float32) if dtype is None else dtype
         shape2 = shape if len(shape) > 1 else (1, int(np.prod(shape)))  # a vector is one row

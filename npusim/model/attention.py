@@ -264,7 +264,7 @@ class _Core:
                         ld, vec, st = ld + ld1, vec + vec1, st + st1
                         top = max((ld1, "aiv.mte2"), (vec1, "aiv.vector"), (st1, "aiv.mte3"))
                         serial[a][top[1]] += top[0]
-                        chunk_ld[a] = ld1
+                        chunk_ld[a] = max(chunk_ld.get(a, 0.0), ld1)
                         hbm += e * (share if l2 else 1) + (0 if l2 or pl.kv_direct else 2 * e)
                     busy[f"aiv{a}.mte2"] += ld
                     busy[f"aiv{a}.vector"] += vec
@@ -331,8 +331,10 @@ class _Core:
             busy[f"aiv{a}.mte3"] += stp
             soft[a] = (ls, vec, stp)
             if a in chunk_ld:
-                serial[a]["aiv.mte2"] += ls
-                serial[a]["aiv.vector"] += vec - min(DEQUANT_CHUNK_SLOTS * chunk_ld[a], vec)
+                # the chunk loads that run during the softmax save only load-bound chunk time
+                saved = min(DEQUANT_CHUNK_SLOTS * chunk_ld[a], vec, serial[a]["aiv.mte2"])
+                serial[a]["aiv.mte2"] += ls - saved
+                serial[a]["aiv.vector"] += vec
             if not l2:
                 hbm += p * r * n * 4 + p * r * n * self.pb
         lp = self.rd(Path.GM_TO_L1, p * rw * n * self.pb, True)

@@ -369,9 +369,9 @@ def _dequant_ws_hits(cfg: HardwareConfig, plan, per_core: list, chunks: list, gr
     evicted by the ones written since. So the accesses are replayed in the order of a two-stage clock per
     core (AIVs: one piece after another, n_aiv at a time; AIC: a chunk after the previous one, and not
     before its pieces exist), priced with the uncontended Cube and Vector costs."""
-    k = chunks[-1][1]
     if not ring:
         return l2_replay_timed(cfg, _dequant_timed_events(cfg, plan, per_core, chunks, group_k, steps))
+    k = chunks[-1][1]
     produced = [set() for _ in per_core]
     x_rows = [None] * len(per_core)
 

@@ -136,7 +136,7 @@ def quantize_weights_int(w: np.ndarray, *, bits: int = 8, group_k: int | None = 
         if group_k is None:
             amax = amax[0]
     else:
-        amax = np.zeros(n, np.float32)
+        amax = np.zeros(n if group_k is None else (0, n), np.float32)
     scale = amax.astype(np.float32) / np.float32(top)
     # An all-zero group has w = 0, so dividing by 1 instead of 0 gives its q = 0.
     safe = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float64)

@@ -66,8 +66,8 @@ def simulate(graph: KernelGraph, cfg: HardwareConfig, *, seed: int = 0, numerics
         datapath = Datapath(graph, seed) if numerics and not overlap else None
         with ThreadPoolExecutor(1) as pool:
             made = pool.submit(Datapath, graph, seed) if overlap else None
-            machine = Machine(cfg, graph, recorder)
             try:
+                machine = Machine(cfg, graph, recorder)
                 cycles = machine.run()
             finally:
                 if made is not None:
@@ -118,23 +118,26 @@ class ForkedReference:
             return reference_outputs(self.graph, self.gm)
         try:
             status, payload = self.conn.recv()
-        except EOFError:
+        except Exception:  # noqa: BLE001  (EOF: the child died, e.g. out of memory; or a payload it mangled)
             status, payload = "lost", None
-        finally:
-            self.conn.close()
-            self.proc.join()
+        except BaseException:   # Ctrl-C: do not wait for the child to finish
+            self.cancel()
+            raise
+        self.conn.close()
+        self.proc.join()
+        self.proc = None
         if status == "ok":
             return payload
-        if status == "error":
-            raise payload
-        return reference_outputs(self.graph, self.gm)   # the child died (e.g. out of memory): do it here
+        # An error, or no answer: the reference is deterministic, so computing it here raises the same
+        # error with its own traceback (or gives the answer the child could not send).
+        return reference_outputs(self.graph, self.gm)
 
 
 def _reference_child(graph: KernelGraph, gm: dict, conn) -> None:
     try:
         conn.send(("ok", reference_outputs(graph, gm)))
-    except BaseException as e:  # noqa: BLE001  (sent to the parent, which raises it)
-        conn.send(("error", e))
+    except BaseException:  # noqa: BLE001  (the parent computes it again, and raises with a traceback)
+        conn.send(("error", None))
     finally:
         conn.close()
 
@@ -143,13 +146,14 @@ _FORK = mp.get_context("fork") if sys.platform == "linux" else None
 
 
 def _inputs_read_only(graph: KernelGraph) -> bool:
-    """No op writes a tensor the reference reads: then the reference can run while the replay writes GM."""
+    """Every op that touches a tensor the reference reads only reads it (a GM-to-chip DMA): then the
+    reference can run while the replay writes GM."""
     spec = graph.reference
     if not spec:
         return False
-    inputs = set(spec["inputs"])
-    return not any(op.gm is not None and op.gm.tensor in inputs and op.path is not None and op.path.writes_gm
-                   for op in graph.ops)
+    inputs = set(spec.get("inputs", ()))
+    return all(op.path is not None and op.path.reads_gm and not op.path.writes_gm
+               for op in graph.ops if op.gm is not None and op.gm.tensor in inputs)
 
 
 def reference_outputs(graph: KernelGraph, gm: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:

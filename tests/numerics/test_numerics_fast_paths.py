@@ -427,3 +427,9 @@ def test_quantize_weights_split_over_threads_is_the_same(monkeypatch, group_k):
     bad[50, 2] = np.inf
     with pytest.raises(NumericsError, match=r"tensor 'w' has Inf at index \(50, 2\)"):
         quantize_weights_int(bad, bits=8, group_k=group_k)
+
+
+def test_quantize_weights_empty_k_keeps_the_group_scale_shape():
+    w = np.zeros((0, 6), np.float32)
+    assert quantize_weights_int(w, bits=8, group_k=4).scale.shape == (0, 6)
+    assert quantize_weights_int(w, bits=8).scale.shape == (6,)
