@@ -129,12 +129,10 @@ def quantize_weights_int(w: np.ndarray, *, bits: int = 8, group_k: int | None = 
         found = map_parts(parts, amax_of)
         hi, lo = (np.concatenate([f[j] for f in found]) for j in (0, 1))
         if group_k is None:
-            hi, lo = hi.max(axis=0, keepdims=True), lo.min(axis=0, keepdims=True)
+            hi, lo = hi.max(axis=0), lo.min(axis=0)
         amax = np.abs(np.maximum(hi, -lo))
         if not np.isfinite(amax).all():
             require_finite(name, w)
-        if group_k is None:
-            amax = amax[0]
     else:
         amax = np.zeros(n if group_k is None else (0, n), np.float32)
     scale = amax.astype(np.float32) / np.float32(top)
