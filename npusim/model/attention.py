@@ -188,6 +188,9 @@ class _Block:
     # dequant, the busier AIV: its chunk pipeline (the slowest pipe per chunk), then its S load, softmax
     # and O updates, less the chunk loads its slots let MTE2 run during the softmax (pipe -> cycles)
     aiv_serial: dict = field(default_factory=dict)
+    # dequant on the direct UB->L1 path, the busier AIV: its softmax -> P -> PV -> the chunks of a later block
+    # into the L1 slot that PV frees -> its O-update loads, which the next S load queues behind
+    slot_chain: dict = field(default_factory=dict)
 
 
 class _Core:
@@ -202,7 +205,7 @@ class _Core:
         self.ab, self.kb, self.pb = operand_bytes(s.method)
         self.dtype = "int8" if s.msd else "bf16"
         # row groups of one (batch, kv-head) read the same KV blocks: the first to start misses L2, the
-        # others hit (MLA's 128 heads are four groups of 32)
+        # others hit (MLA's 128 heads are three to six groups)
         self.kv_sharers = ceil(s.rows / s.plan.rows_w) if self.l2 else 1
 
     # transfers
@@ -249,6 +252,8 @@ class _Core:
         kv_lat = 0.0
         serial: dict[int, dict] = defaultdict(lambda: defaultdict(float))   # dequant, per AIV: see aiv_serial
         chunk_ld: dict[int, float] = {}
+        drain: dict[int, float] = defaultdict(float)   # direct path: the chunk stores after the slot frees
+        staged: dict[int, int] = defaultdict(int)
         if s.method == "dequant":
             per_aiv = _dequant_chunks(s, a0, a1, self.n_aiv)
             for width in tensors:
@@ -264,6 +269,11 @@ class _Core:
                         ld, vec, st = ld + ld1, vec + vec1, st + st1
                         top = max((ld1, "aiv.mte2"), (vec1, "aiv.vector"), (st1, "aiv.mte3"))
                         serial[a][top[1]] += top[0]
+                        # the first chunks wait in the UB slots (loaded, or converted too) when the L1
+                        # slot frees; each later one's load waits for a store, one chunk stage apiece
+                        if staged[a] >= 2 * DEQUANT_CHUNK_SLOTS:
+                            drain[a] += top[0]
+                        staged[a] += 1
                         chunk_ld[a] = max(chunk_ld.get(a, 0.0), ld1)
                         hbm += e * (share if l2 else 1) + (0 if l2 or pl.kv_direct else 2 * e)
                     busy[f"aiv{a}.mte2"] += ld
@@ -346,6 +356,7 @@ class _Core:
         # -- PV in column tiles of nc, FixPipe, O update on the AIVs
         pv_mte1 = pv_cube = 0.0
         pv_first = None
+        o_loads: dict[int, float] = defaultdict(float)
         tail = 0.0
         for c0, c1 in _chunks(dv, pl.nc):
             m1, cu, f1 = self.l0_steps(ra, n, c1 - c0)
@@ -365,6 +376,7 @@ class _Core:
                 vec = program_cycles(cfg, o_update_steps(s.method, p, t == 0), r * (c1 - c0))
                 busy[f"aiv{a}.mte2"] += lo
                 busy[f"aiv{a}.vector"] += vec
+                o_loads[a] += lo
                 worst = max(worst, lo + vec)
                 if a in chunk_ld:
                     serial[a]["aiv.mte2"] += lo
@@ -375,6 +387,11 @@ class _Core:
         busy["aic.mte1"] += pv_mte1
         busy["aic.cube"] += pv_cube
         pv_aic = max(pv_first + pv_cube, pv_mte1)
+        chain: dict[int, dict] = {}
+        if s.method == "dequant" and pl.kv_direct:
+            for a, (ls, vec, stp) in soft.items():
+                chain[a] = {"aiv.mte2": ls + o_loads[a], "aiv.vector": vec, "aiv.mte3": stp + drain[a],
+                            "flag": 2 * self.cross, "aic.mte2": lp, "aic.cube": pv_aic}
         # AIV pipes: the two AIVs work in parallel: the block costs the busier one
         out: dict[str, float] = {}
         for k, v in busy.items():
@@ -382,7 +399,8 @@ class _Core:
             out[key] = max(out.get(key, 0.0), v)
         kv_aic = busy.get("aic.mte2", 0.0) - lp
         return _Block(out, hbm, kv_lat, kv_aic, lp, s_aic, delta, pv_aic, soft_lat, tail,
-                      dict(max(serial.values(), key=lambda d: sum(d.values()), default={})))
+                      dict(max(serial.values(), key=lambda d: sum(d.values()), default={})),
+                      max(chain.values(), key=lambda d: sum(d.values()), default={}))
 
     def steady(self, b: _Block) -> tuple[float, str, dict[str, float]]:
         """T_blk and the stage that binds it, with the attribution of its cycles."""
@@ -419,6 +437,12 @@ class _Core:
             # the in-order Vector alternates the dequant chunks and the softmax / O updates, and the MTE2
             # can load only DEQUANT_CHUNK_SLOTS chunks ahead while the softmax runs
             cand["aiv:chunks_then_softmax"] = (sum(b.aiv_serial.values()), b.aiv_serial)
+            if b.slot_chain:
+                # direct path: block t + kv_slots is dequantized after the softmax of block t, into the L1
+                # slot PV_t frees; the in-order AIV MTE3 holds its chunks until then, the chunk slots stall
+                # the MTE2 behind them, and the next block's S load queues behind those chunk loads and the
+                # O-update loads: one block per softmax -> P -> PV -> chunk stores -> O loads
+                cand["loop:direct_slot"] = (sum(b.slot_chain.values()), b.slot_chain)
         key = max(cand, key=lambda k: cand[k][0])
         return cand[key][0], key, cand[key][1]
 

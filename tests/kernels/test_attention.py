@@ -158,17 +158,14 @@ def _decode(cfg, method, shape, kv_len, **kw):
 def test_kv_traffic_dequant_over_msd_at_least_2_5_all_hbm(shape, kv_len):
     """Per cached int8 byte a work item reads, dequant moves 5 HBM bytes (1 read, 2 written, 2 read back),
     MSD 1. GQA: one row group per KV head, ratio ~5. MLA: every row group of the 128 heads reads the latent
-    cache, which the all-HBM switch makes HBM traffic; the default plans take 2 groups for dequant and 4 for
-    MSD (its faster plan), ratio ~2.46-2.49; at the same row groups the ratio is ~5 again."""
+    cache, which the all-HBM switch makes HBM traffic; the default plans take 2 groups of 64 rows for
+    dequant and 3 of 43 for MSD (its UB holds no 64-row group at a useful block), ratio ~3.3."""
     cfg = load_config("910b", ["l2.enabled=false"])
     docs = {m: _decode(cfg, m, shape, kv_len) for m in ("dequant", "msd")}
     ratio = _kv_hbm(docs["dequant"]) / _kv_hbm(docs["msd"])
     groups = {m: ceil(shape["q_heads"] // shape["kv_heads"] / d["meta"]["rows_per_item"]) for m, d in docs.items()}
     assert ratio >= 0.95 * 5 * groups["dequant"] / groups["msd"], (ratio, groups)
-    if groups["msd"] != groups["dequant"]:
-        same = _decode(cfg, "msd", shape, kv_len, rows_per_item=docs["dequant"]["meta"]["rows_per_item"])
-        ratio = _kv_hbm(docs["dequant"]) / _kv_hbm(same)
-    assert ratio >= 2.5, ratio
+    assert ratio >= 2.5, (ratio, groups)
     # the dequant round trip is there: bf16 written and read back through HBM, 2 B each per element
     ws = docs["dequant"]["traffic"]["by_role"]["workspace"]
     kv = docs["dequant"]["traffic"]["by_role"]["kv_cache"]["hbm_read_bytes"]

@@ -1,7 +1,7 @@
 """Flash attention schedules with a (quantized) KV cache, decode and short prefill chunks (DESIGN.md 4.3).
 
 Work: per (batch, kv-head) the query rows are R = (q_heads / kv_heads) x q_len; rows are cut into row
-groups that fit the buffers (MLA's 128 heads: four groups of 32), and a (batch, kv-head, row group) is one
+groups that fit the buffers (MLA's 128 heads: e.g. three groups of 43), and a (batch, kv-head, row group) is one
 work item. When there are fewer items than cores, the KV length of each item is split into parts on
 separate cores (flash-decoding) and merged with a log-sum-exp combine at the end. Each core runs one item
 (or part) at a time: its AIC does the matmuls, its two AIVs split the rows for the softmax and the tokens
@@ -143,23 +143,37 @@ def prefetch_distance(pl: AttnPlan, method: str) -> int:
     return pl.kv_slots - (1 if method == "dequant" else 2)
 
 
+def row_groups(rows: int) -> list[int]:
+    """Candidate rows per work item: the halving series rows, rows/2, ... down to 8 rows or the first below
+    (or rows), plus rows/3, rows/6, rows/12, ... above that floor (rounded up). The thirds matter where a row
+    group's UB limits the block: MLA's 128 MSD rows fit as three groups of 43 with 320-token blocks, where
+    halving gives four groups of 32, each of which re-reads the latent cache."""
+    out, r = [], rows
+    while True:
+        out.append(r)
+        if r <= min(rows, 8) or r == 1:
+            break
+        r = ceil(r / 2)
+    n = 3
+    while ceil(rows / n) > min(rows, 8):
+        if ceil(rows / n) not in out:
+            out.append(ceil(rows / n))
+        n *= 2
+    return sorted(out, reverse=True)
+
+
 def plan_candidates(cfg: HardwareConfig, *, rows: int, dk: int, dv: int, kv_len: int, q_len: int, latent: bool,
                     method: str, passes: int, kv_groups: int, cores: int, block: int | None = None,
                     kv_slots: int | None = None, rows_per_item: int | None = None,
                     out: str = "bf16") -> list[AttnPlan]:
     """Every (row group, KV slots, block) whose slots fit every buffer, each with its largest L0C tiles
-    (S chunk, PV chunk) and L0 step. Row groups are rows, rows/2, ... down to 8 rows (or rows)."""
+    (S chunk, PV chunk) and L0 step, for every row group of `row_groups`."""
     buf = cfg.buffers
     msd = method == "msd"
     pp = passes if msd else 1
     ab, kb, _ = operand_bytes(method)
     ck0 = costs.cube_k0(cfg, "int8" if msd else "bf16")
-    groups, r = [], rows
-    while True:
-        groups.append(r)
-        if r <= min(rows, 8) or r == 1:
-            break
-        r = ceil(r / 2)
+    groups = row_groups(rows)
     if rows_per_item is not None:
         groups = [rows_per_item]
     ob = 4 if out == "fp32" else 2
