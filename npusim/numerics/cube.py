@@ -34,11 +34,34 @@ def mmad_fp32(acc: np.ndarray | None, a: np.ndarray, b: np.ndarray) -> np.ndarra
     out = np.zeros((m, n), dtype=np.float32) if acc is None else np.array(acc, dtype=np.float32)
     if out.size == 0 or k == 0:
         return out
-    if _REDUCE_MIN <= out.size <= _REDUCE_MAX and _REDUCE_SEQUENTIAL:
+    jit = _jit()
+    if jit:
+        a32 = np.ascontiguousarray(a32)
+        if b.dtype == BF16:
+            jit.accumulate_bf16_bits(out, a32, np.ascontiguousarray(b).view(np.uint16))
+        else:
+            jit.accumulate_fp32(out, a32, np.ascontiguousarray(b, dtype=np.float32))
+    elif _REDUCE_MIN <= out.size <= _REDUCE_MAX and _REDUCE_SEQUENTIAL:
         _accumulate_reduce(out, a32, b.astype(np.float32, copy=False))
     else:
         _accumulate_loop(out, a32, b)
     return out
+
+
+_JIT = None
+
+
+def _jit():
+    """The compiled kernels (cube_jit), imported on first use; False where numba cannot be imported, and
+    then the numpy paths below, which compute the same bits, only slower."""
+    global _JIT
+    if _JIT is None:
+        try:
+            from npusim.numerics import cube_jit
+            _JIT = cube_jit
+        except ImportError:
+            _JIT = False
+    return _JIT
 
 
 def _accumulate_loop(out: np.ndarray, a32: np.ndarray, b: np.ndarray) -> None:

@@ -100,8 +100,8 @@ def test_mmad_fp32_rounds_every_step():
 @settings(max_examples=80, deadline=None)
 @given(m=st.integers(1, 40), k=st.integers(1, 90), n=st.integers(1, 300), seed=st.integers(0, 2**32 - 1))
 def test_both_accumulation_paths_are_the_loop(m, k, n, seed):
-    # The reduction path (small accumulators) and the loop path (large ones) on the same data, outside
-    # the size ranges mmad_fp32 picks them for, must both be the literal loop.
+    # The numpy paths (used where numba cannot be imported): the reduction path (small accumulators) and
+    # the loop path (large ones) on the same data, outside their size ranges, must both be the loop.
     rng = np.random.default_rng(seed)
     a32 = finite_bf16(rng, (m, k), seed % 2 == 0).astype(np.float32)
     b32 = finite_bf16(rng, (k, n), seed % 3 == 0).astype(np.float32)
@@ -114,6 +114,32 @@ def test_both_accumulation_paths_are_the_loop(m, k, n, seed):
             out = acc.copy()
             path(out, a32, b32)
             assert same_bits(out, want), path.__name__
+
+
+@settings(max_examples=80, deadline=None)
+@given(m=st.integers(1, 70), k=st.integers(1, 40), n=st.integers(1, 1100), seed=st.integers(0, 2**32 - 1),
+       spread=st.booleans())
+def test_compiled_kernels_are_the_loop(m, k, n, seed, spread):
+    # Both compiled kernels (b as fp32, b as bf16 bits), on shapes across their row and column blocks,
+    # with values over the whole bf16 range (subnormal products, overflow to Inf, Inf - Inf = NaN, -0.0).
+    from npusim.numerics import cube_jit
+    rng = np.random.default_rng(seed)
+    a, b = finite_bf16(rng, (m, k), spread), finite_bf16(rng, (k, n), spread)
+    acc = rng.standard_normal((m, n), dtype=np.float32)
+    acc[rng.random((m, n)) < 0.1] = -0.0
+    a32 = a.astype(np.float32)
+    with np.errstate(all="ignore"):
+        want = mmad_fp32_literal(acc, a, b)
+        for kernel, operand in ((cube_jit.accumulate_fp32, b.astype(np.float32)),
+                                (cube_jit.accumulate_bf16_bits, b.view(np.uint16))):
+            out = acc.copy()
+            kernel(out, a32, operand)
+            assert same_bits(out, want), kernel.__name__
+
+
+def test_mmad_fp32_takes_the_compiled_kernels():
+    # numba is a dependency: mmad_fp32 must not silently run on the numpy fallback
+    assert cube._jit() is not False
 
 
 @pytest.mark.parametrize("m,k,n", [(600, 9, 300), (5, 40, 1000), (70, 3, 70), (1, 30, 5000)])
