@@ -1,10 +1,15 @@
-"""simulate() with numerics runs the inputs beside the timing (a thread) and the reference beside the
-replay (a forked child): the verdict is the same as one after the other, and errors still reach the user."""
+"""simulate() with numerics makes the inputs beside the timing and the reference beside the replay, in
+forked children (npusim/sim/helpers.py): the verdict is the same as one after the other, and errors still
+reach the user."""
 
+import numpy as np
 import pytest
 
+import npusim.sim.helpers as helpers
 import npusim.sim.run as run
 from npusim.errors import GraphError
+from npusim.hw.datapath import Datapath
+from npusim.kernels.attention.build import build_attention
 from npusim.kernels.gemm.quant import build_gemm
 
 
@@ -17,8 +22,8 @@ def _verdict(res):
 def test_forked_reference_gives_the_same_verdict(cfg910, monkeypatch, method):
     g = build_gemm(cfg910, 16, 512, 256, method=method, weights="int8")
     forked = run.simulate(g, cfg910, seed=3)
-    assert run._FORK is not None  # Linux: the child ran
-    monkeypatch.setattr(run, "_FORK", None)
+    assert helpers._FORK is not None  # Linux: the children ran
+    monkeypatch.setattr(helpers, "_FORK", None)
     inline = run.simulate(g, cfg910, seed=3)
     assert forked.numerics.exact and _verdict(forked) == _verdict(inline)
     assert forked.cycles == inline.cycles
@@ -99,3 +104,89 @@ def test_reference_error_keeps_its_traceback(cfg910, monkeypatch):
     with pytest.raises(ZeroDivisionError, match="inside the reference") as err:
         run.simulate(g, cfg910)
     assert any(tb.name == "broken" for tb in err.traceback)
+
+
+def _graphs(cfg):
+    return [build_gemm(cfg, 16, 512, 256, method="dequant", weights="int8"),
+            build_gemm(cfg, 16, 256, 512, method="dequant", weights="int8-g128"),
+            build_attention(cfg, batch=2, q_heads=8, kv_heads=2, q_len=1, kv_len=300, head_dim=64, method="msd")]
+
+
+def _fork_anyway(monkeypatch):
+    """Fork even if an earlier test left a thread running (a Dask client's, say); not with one thread."""
+    import npusim.workloads.step as step
+    from npusim.numerics.parallel import threads
+
+    for mod in (helpers, step):
+        monkeypatch.setattr(mod, "fork_context", lambda: helpers._FORK if threads() > 1 else None)
+
+
+def test_inputs_made_in_a_child_are_the_inputs(cfg910, monkeypatch):
+    """The forked child fills shared memory with exactly the arrays the parent would make."""
+    _fork_anyway(monkeypatch)
+    for g in _graphs(cfg910):
+        ahead = helpers.InputsAhead(g, seed=4)
+        assert ahead.proc is not None and ahead.shared
+        made, want = ahead.result().gm, Datapath(g, 4).gm
+        assert made.keys() == want.keys()
+        for name, a in want.items():
+            assert made[name].dtype == a.dtype and made[name].shape == a.shape, name
+            assert np.array_equal(made[name].view(np.uint8), a.view(np.uint8)), name
+
+
+def test_inputs_error_in_the_child_is_raised_by_the_parent(cfg910, monkeypatch):
+    _fork_anyway(monkeypatch)
+    g = build_gemm(cfg910, 16, 256, 256, method="dequant", weights="int8")
+    import dataclasses
+    g.tensors["x"] = dataclasses.replace(g.tensors["x"], init={"kind": "no_such_init"})
+    ahead = helpers.InputsAhead(g, seed=0)
+    assert ahead.proc is not None
+    with pytest.raises(GraphError, match="unknown init kind 'no_such_init'"):
+        ahead.result()
+
+
+def test_inputs_for_another_graph_are_refused(cfg910):
+    g, h = _graphs(cfg910)[:2]
+    with pytest.raises(GraphError, match="inputs given were started for graph"):
+        run.simulate(g, cfg910, inputs=helpers.InputsAhead(h, seed=0))
+
+
+def test_no_inputs_child_while_another_thread_runs(cfg910):
+    import threading
+
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        g = _graphs(cfg910)[0]
+        ahead = helpers.InputsAhead(g, seed=1, thread=False)
+        assert ahead.proc is None and ahead.thread is None
+        assert np.array_equal(ahead.result().gm["wq"], Datapath(g, 1).gm["wq"])
+    finally:
+        stop.set()
+        t.join()
+
+
+def test_step_with_the_next_inputs_ahead_is_the_step_one_after_the_other(cfg910, monkeypatch):
+    """run_step makes the next kernel's inputs while this one replays: same cycles and verdicts as with
+    NPUSIM_THREADS=1 (everything in order, in one process)."""
+    from npusim.workloads.load import load_workload
+    from npusim.workloads.step import run_step
+
+    _fork_anyway(monkeypatch)
+    started = []
+    real = helpers.InputsAhead.__init__
+
+    def spy(self, graph, seed, **kw):
+        real(self, graph, seed, **kw)
+        started.append(self.proc is not None)
+
+    monkeypatch.setattr(helpers.InputsAhead, "__init__", spy)
+    wl = load_workload("llama-3.1-8b")
+    ahead = run_step(cfg910, wl, "decode_b1", "dequant", layers=1, numerics=True, seed=5)
+    kernels = ahead["kernels_simulated"]
+    assert len(started) == kernels and all(started)  # one per kernel, each in a child
+    monkeypatch.setenv("NPUSIM_THREADS", "1")
+    serial = run_step(cfg910, wl, "decode_b1", "dequant", layers=1, numerics=True, seed=5)
+    assert ahead["exact"] and serial["exact"]
+    assert ahead["cycles"] == serial["cycles"] and ahead["kernels"] == serial["kernels"]

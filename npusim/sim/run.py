@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -19,9 +16,9 @@ from npusim.hw.datapath import Datapath
 from npusim.hw.machine import Machine
 from npusim.hw.records import Recorder
 from npusim.hw.replay import replay
-from npusim.numerics.parallel import threads
 import npusim.kernels  # noqa: F401  (registers the kernels' compute functions)
 from npusim.sim.gc_pause import gc_paused
+from npusim.sim.helpers import InputsAhead, fork_context, lower_priority
 from npusim.sim.references import REFERENCES
 
 
@@ -47,34 +44,44 @@ class RunResult:
 
 
 def simulate(graph: KernelGraph, cfg: HardwareConfig, *, seed: int = 0, numerics: bool = True,
-             recorder: Recorder | None = None) -> RunResult:
+             recorder: Recorder | None = None, inputs: InputsAhead | None = None,
+             before_replay: Callable[[], None] | None = None) -> RunResult:
     """Validate, time the graph on the machine, and (numerics) replay its real numbers and check them.
 
-    With numerics, the work that does not depend on the timing runs beside it: the inputs (random
-    tensors, quantized weights) are made on a thread while the machine times the ops (numpy's generators
-    and array loops release the GIL), and the reference output is computed in a forked process while the
-    replay computes the simulated one (a thread would fight the replay, which is Python-bound, for the
-    GIL). Every piece is a pure function of (graph, seed): the results are those of one after the other,
-    which is what NPUSIM_THREADS=1 runs (npusim/numerics/parallel.py).
+    With numerics, the work that does not depend on the timing runs beside it, in forked helper processes
+    (npusim/sim/helpers.py): the inputs (random tensors, quantized weights) are made while the machine
+    times the ops, and the reference output while the replay computes the simulated one. Every piece is a
+    pure function of (graph, seed): the results are those of one after the other, which is what
+    NPUSIM_THREADS=1 runs (npusim/numerics/parallel.py).
+
+    inputs: this graph's inputs, started ahead (InputsAhead), instead of starting them here.
+    before_replay: called once the reference child is forked, before the replay: a step of kernels starts
+    the next kernel's inputs there, so that they are made while this replay runs.
     """
+    if inputs is not None and (inputs.graph is not graph or inputs.seed != seed):
+        raise GraphError(f"simulate: the inputs given were started for graph {inputs.graph.name!r}, seed "
+                         f"{inputs.seed}, not for {graph.name!r}, seed {seed}")
     recorder = recorder if recorder is not None else Recorder()
     t0 = time.perf_counter()
     verdict = None
     with gc_paused():
         validate_graph(graph, cfg)
-        overlap = numerics and threads() > 1
-        datapath = Datapath(graph, seed) if numerics and not overlap else None
-        with ThreadPoolExecutor(1) as pool:
-            made = pool.submit(Datapath, graph, seed) if overlap else None
-            try:
-                machine = Machine(cfg, graph, recorder)
-                cycles = machine.run()
-            finally:
-                if made is not None:
-                    datapath = made.result()   # its errors first: they are the inputs'
+        ahead = (inputs or InputsAhead(graph, seed)) if numerics else None
+        datapath = None
+        try:
+            machine = Machine(cfg, graph, recorder)
+            cycles = machine.run()
+        except BaseException:
+            if ahead is not None:
+                ahead.cancel()
+            raise
+        if ahead is not None:
+            datapath = ahead.result()   # made in the caller here if it could not be forked
         if datapath is not None:
             expected = ForkedReference(graph, datapath.gm)
             try:
+                if before_replay is not None:
+                    before_replay()
                 replay(datapath, graph.ops, machine.start, machine.end)
             except BaseException:
                 expected.cancel()
@@ -87,20 +94,17 @@ def simulate(graph: KernelGraph, cfg: HardwareConfig, *, seed: int = 0, numerics
 
 class ForkedReference:
     """reference_outputs(graph, gm), computed in a forked child from the parent's arrays as they are now
-    (copy-on-write: nothing is copied to start it; only the output and its truth come back). Where fork
-    is not available (not Linux, a daemonic process, or other threads running), NPUSIM_THREADS is 1, or
-    the graph writes a tensor the reference reads, it is computed on demand."""
+    (copy-on-write: nothing is copied to start it; only the output and its truth come back). Where
+    forking is not safe (helpers.fork_context) or the graph writes a tensor the reference reads, it is
+    computed on demand, after the replay."""
 
     def __init__(self, graph: KernelGraph, gm: dict[str, np.ndarray]):
         self.graph, self.gm = graph, gm
         self.proc = self.conn = None
-        # Fork only a process with no other Python thread (a progress bar's, a Dask worker's): the child
-        # could wait forever on a lock such a thread held. A daemonic process (a Dask worker's, by
-        # default) may not have children; NPUSIM_THREADS=1 asks for one core.
-        if (graph.reference and _FORK is not None and threading.active_count() == 1
-                and not mp.current_process().daemon and threads() > 1 and _inputs_read_only(graph)):
-            self.conn, send = _FORK.Pipe(duplex=False)
-            self.proc = _FORK.Process(target=_reference_child, args=(graph, gm, send), daemon=True)
+        ctx = fork_context() if graph.reference and _inputs_read_only(graph) else None
+        if ctx is not None:
+            self.conn, send = ctx.Pipe(duplex=False)
+            self.proc = ctx.Process(target=_reference_child, args=(graph, gm, send), daemon=True)
             self.proc.start()
             send.close()
 
@@ -134,15 +138,13 @@ class ForkedReference:
 
 
 def _reference_child(graph: KernelGraph, gm: dict, conn) -> None:
+    lower_priority()
     try:
         conn.send(("ok", reference_outputs(graph, gm)))
     except BaseException:  # noqa: BLE001  (the parent computes it again, and raises with a traceback)
         conn.send(("error", None))
     finally:
         conn.close()
-
-
-_FORK = mp.get_context("fork") if sys.platform == "linux" else None
 
 
 def _inputs_read_only(graph: KernelGraph) -> bool:

@@ -25,6 +25,7 @@ from npusim.io import atomic_open
 from npusim.kernels.attention.build import build_attention
 from npusim.kernels.gemm.quant import build_gemm
 from npusim.report.metrics import traffic_summary
+from npusim.sim.helpers import InputsAhead, fork_context
 from npusim.sim.run import simulate
 from npusim.workloads.load import Workload
 
@@ -97,8 +98,21 @@ def run_step(cfg: HardwareConfig, wl: Workload, phase: str | None, method: str, 
     exact = True if numerics else None
     with (atomic_open(trace) if trace else nullcontext()) as fh:
         stream = TraceStream(fh, cfg) if fh is not None else None
-        for k in step_kernels(wl, tokens, n_layers, context):
-            res = simulate(build_kernel(cfg, k, method, weights, passes), cfg, seed=seed, numerics=numerics)
+        kernels = list(step_kernels(wl, tokens, n_layers, context))
+        nxt: list = []   # the next kernel's graph and its inputs, started while this kernel replays
+
+        def start_next(i: int) -> None:
+            # only into a forked child: on a thread, the inputs and the Python-bound replay would slow
+            # each other down (npusim/sim/helpers.py); two kernels' inputs are held at a time
+            if i + 1 < len(kernels) and fork_context() is not None:
+                g = build_kernel(cfg, kernels[i + 1], method, weights, passes)
+                nxt.append((g, InputsAhead(g, seed)))
+
+        for i, k in enumerate(kernels):
+            graph, inputs = nxt.pop() if nxt else (build_kernel(cfg, k, method, weights, passes), None)
+            res = simulate(graph, cfg, seed=seed, numerics=numerics, inputs=inputs,
+                           before_replay=(lambda i=i: start_next(i)) if numerics else None)
+            del graph, inputs
             if stream is not None:
                 stream.add_kernel(res.graph, res.records, res.cycles, cycles_offset=cycles, label=f"L{k.layer}")
             row = per_name.setdefault(k.name, {"name": k.name, "kind": k.kind, "shape": dict(k.shape),
@@ -114,8 +128,10 @@ def run_step(cfg: HardwareConfig, wl: Workload, phase: str | None, method: str, 
                 exact = exact and res.numerics.exact
             if progress:
                 progress(f"layer {k.layer + 1}/{n_layers} {k.name}: {res.cycles:,} cycles, {len(res.graph.ops):,} ops")
+            # No gc.collect() here: a kernel's graph, machine, records and arrays are freed by reference
+            # counting when `res` goes (its cyclic garbage is a handful of small objects), and a full
+            # collection would traverse the next kernel's graph, already built: 0.2-0.9 s per kernel.
             del res
-            gc.collect()  # the kernel's leftovers, while the heap is small: memory stays at one kernel
         doc = {"workload": wl.workload.name, "phase": phase, "tokens": tokens, "hw": cfg.meta.name,
                "method": method, "weights": "bf16" if method == "native" else weights,
                "layers_simulated": n_layers, "model_layers": wl.workload.layers,

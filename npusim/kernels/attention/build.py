@@ -376,7 +376,11 @@ def build_attention(cfg: HardwareConfig, *, batch: int, q_heads: int, kv_heads: 
     s = attention_schedule(cfg, batch=batch, q_heads=q_heads, kv_heads=kv_heads, q_len=q_len, kv_len=kv_len,
                            head_dim=head_dim, rope_dim=rope_dim, latent=latent, kv=kv, method=method, passes=passes,
                            block=block, cores=cores, kv_slots=kv_slots, rows_per_item=rows_per_item, out=out)
-    return _Builder(cfg, s).g
+    b = _Builder(cfg, s)
+    # each _Core refers to its _Builder and back: unlinked, reference counting frees both (and the
+    # graph, once the caller drops it) without waiting for the cyclic collector, which the CLI pauses
+    b.cores.clear()
+    return b.g
 
 
 class _Builder:
