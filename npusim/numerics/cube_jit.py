@@ -22,6 +22,17 @@ _COLS = 512   # accumulator columns per block: 16 rows x 512 fp32 = 32 KiB, an L
 _ROWS = 32    # accumulator rows per block
 
 
+@numba.njit(nogil=True, cache=True, boundscheck=False, inline="always")
+def _add_products(out, a, row, kk, i0, i1, j0, j1):  # pragma: no cover - compiled
+    """out[i, j0:j1] += a[i, kk] * row for the rows i0..i1 (row: b[kk, j0:j1] in fp32)."""
+    w = j1 - j0
+    for i in range(i0, i1):
+        av = a[i, kk]
+        o = out[i, j0:j1]
+        for j in range(w):  # 0-based over slices: LLVM vectorizes this form, not range(j0, j1)
+            o[j] = o[j] + av * row[j]
+
+
 @numba.njit(nogil=True, cache=True, boundscheck=False)
 def accumulate_fp32(out, a, b):  # pragma: no cover - compiled; covered through mmad_fp32
     """out += a @ b, sequentially in fp32; a (m x k) and b (k x n) float32 holding bf16 values."""
@@ -29,16 +40,10 @@ def accumulate_fp32(out, a, b):  # pragma: no cover - compiled; covered through 
     n = b.shape[1]
     for j0 in range(0, n, _COLS):
         j1 = min(n, j0 + _COLS)
-        w = j1 - j0
         for i0 in range(0, m, _ROWS):
             i1 = min(m, i0 + _ROWS)
             for kk in range(k):
-                row = b[kk, j0:j1]
-                for i in range(i0, i1):
-                    av = a[i, kk]
-                    o = out[i, j0:j1]
-                    for j in range(w):  # 0-based over slices: LLVM vectorizes this form, not range(j0, j1)
-                        o[j] = o[j] + av * row[j]
+                _add_products(out, a, b[kk, j0:j1], kk, i0, i1, j0, j1)
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False)
@@ -52,15 +57,10 @@ def accumulate_bf16_bits(out, a, b_bits):  # pragma: no cover - compiled; covere
     row = wide.view(np.float32)
     for j0 in range(0, n, _COLS):
         j1 = min(n, j0 + _COLS)
-        w = j1 - j0
         for i0 in range(0, m, _ROWS):
             i1 = min(m, i0 + _ROWS)
             for kk in range(k):
                 src = b_bits[kk, j0:j1]
-                for j in range(w):
+                for j in range(j1 - j0):
                     wide[j] = np.uint32(src[j]) << np.uint32(16)
-                for i in range(i0, i1):
-                    av = a[i, kk]
-                    o = out[i, j0:j1]
-                    for j in range(w):
-                        o[j] = o[j] + av * row[j]
+                _add_products(out, a, row, kk, i0, i1, j0, j1)
