@@ -59,7 +59,7 @@ def _jit():
         try:
             from npusim.numerics import cube_jit
             _JIT = cube_jit
-        except ImportError:
+        except Exception:  # noqa: BLE001  (no numba, or numba without a usable cache dir: RuntimeError)
             _JIT = False
     return _JIT
 

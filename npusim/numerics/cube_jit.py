@@ -18,8 +18,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-_COLS = 512   # accumulator columns per block: 16 rows x 512 fp32 = 32 KiB, an L1-sized block
-_ROWS = 32    # accumulator rows per block
+_COLS = 512   # accumulator columns per block: a decode tile's 16 rows x 512 fp32 = 32 KiB, L1-sized
+_ROWS = 32    # accumulator rows per block (at most 64 KiB with _COLS)
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False, inline="always")

@@ -9,8 +9,9 @@ memory (anonymous MAP_SHARED mmaps) and the child fills them: nothing is pickled
 
 Forking is safe only where no other Python thread runs (a progress bar's or a Dask worker's could hold a
 lock the child then waits on forever), on Linux, outside daemonic processes (a Dask worker's may not have
-children), and with more than one numerics thread allowed (NPUSIM_THREADS=1 asks for one core).
-Elsewhere the work runs in the caller: same results, one after the other.
+children), and with more than one numerics thread allowed (NPUSIM_THREADS=1 asks for one core). Elsewhere,
+or when the fork itself fails (no memory, no process slot), the inputs are made on a thread beside the
+timing (or in the caller with NPUSIM_THREADS=1) and the reference after the replay: same results.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from npusim.numerics.parallel import threads
 
 _FORK = mp.get_context("fork") if sys.platform == "linux" else None
 # Helpers run at a lower priority (a larger nice value): the parent's timing and replay are the critical
-# path and one thread each, so they keep a core, and the helpers take what is left (all of it whenever
-# the parent waits for them). At equal priority, the parent, an inputs child and a reference child
+# path and one thread each, so they keep a core, and the helpers take what is left (on an otherwise idle
+# machine, all of it whenever the parent waits for them; beside other work at nice 0, little). At equal priority, the parent, an inputs child and a reference child
 # share 2 cores three ways, and the 70B decode layer took 34.7 s instead of 31.5 s.
 HELPER_NICE = 10
 
@@ -51,6 +52,19 @@ def fork_context():
     return _FORK
 
 
+def start_child(proc, conn, send) -> bool:
+    """Start a helper process; False (its pipe closed) if the fork fails, e.g. for want of memory or of a
+    process slot: the caller then does the work itself."""
+    try:
+        proc.start()
+    except OSError:
+        conn.close()
+        send.close()
+        return False
+    send.close()
+    return True
+
+
 def _generated(graph: KernelGraph) -> list[str]:
     """Tensors whose contents are made (random, quantized, ...), not zeros."""
     return [name for name, t in graph.tensors.items() if t.init and t.init.get("kind", "zeros") != "zeros"]
@@ -68,11 +82,11 @@ class InputsAhead:
         self.proc = self.conn = self.thread = None
         self.shared: dict[str, np.ndarray] = {}
         self._made: list = []
+        self._from_child = False
         ctx = fork_context()
         if ctx is None:
             if thread and threads() > 1:
-                self.thread = threading.Thread(target=self._make, name="npusim-inputs", daemon=True)
-                self.thread.start()
+                self._start_thread()
             return
         for name in _generated(graph):
             t = graph.tensors[name]
@@ -81,9 +95,22 @@ class InputsAhead:
             buf = mmap.mmap(-1, n) if n else bytearray()
             self.shared[name] = np.frombuffer(buf, dtype=dt).reshape(t.shape)
         self.conn, send = ctx.Pipe(duplex=False)
-        self.proc = ctx.Process(target=_make_inputs, args=(graph, seed, self.shared, send), daemon=True)
-        self.proc.start()
-        send.close()
+        proc = ctx.Process(target=_make_inputs, args=(graph, seed, self.shared, send), daemon=True)
+        if start_child(proc, self.conn, send):
+            self.proc = proc
+        else:
+            self.conn, self.shared = None, {}
+            if thread and threads() > 1:
+                self._start_thread()
+
+    def _start_thread(self) -> None:
+        self.thread = threading.Thread(target=self._make, name="npusim-inputs", daemon=True)
+        self.thread.start()
+
+    @property
+    def from_child(self) -> bool:
+        """True once result() has returned the child's arrays (the shared ones), not a fallback's."""
+        return self._from_child
 
     def _make(self) -> None:
         try:
@@ -122,6 +149,7 @@ class InputsAhead:
         self.proc = None
         if not ok:
             return Datapath(self.graph, self.seed)
+        self._from_child = True
         inputs = Inputs(self.seed)
         gm = {name: self.shared[name] if name in self.shared else inputs.tensor(t)
               for name, t in self.graph.tensors.items()}

@@ -18,7 +18,7 @@ from npusim.hw.records import Recorder
 from npusim.hw.replay import replay
 import npusim.kernels  # noqa: F401  (registers the kernels' compute functions)
 from npusim.sim.gc_pause import gc_paused
-from npusim.sim.helpers import InputsAhead, fork_context, lower_priority
+from npusim.sim.helpers import InputsAhead, fork_context, lower_priority, start_child
 from npusim.sim.references import REFERENCES
 
 
@@ -49,8 +49,9 @@ def simulate(graph: KernelGraph, cfg: HardwareConfig, *, seed: int = 0, numerics
     """Validate, time the graph on the machine, and (numerics) replay its real numbers and check them.
 
     With numerics, the work that does not depend on the timing runs beside it, in forked helper processes
-    (npusim/sim/helpers.py): the inputs (random tensors, quantized weights) are made while the machine
-    times the ops, and the reference output while the replay computes the simulated one. Every piece is a
+    (npusim/sim/helpers.py; a thread or after the replay where forking is not safe): the inputs (random
+    tensors, quantized weights) are made while the machine times the ops, and the reference output while
+    the replay computes the simulated one. Every piece is a
     pure function of (graph, seed): the results are those of one after the other, which is what
     NPUSIM_THREADS=1 runs (npusim/numerics/parallel.py).
 
@@ -58,25 +59,28 @@ def simulate(graph: KernelGraph, cfg: HardwareConfig, *, seed: int = 0, numerics
     before_replay: called once the reference child is forked, before the replay: a step of kernels starts
     the next kernel's inputs there, so that they are made while this replay runs.
     """
-    if inputs is not None and (inputs.graph is not graph or inputs.seed != seed):
-        raise GraphError(f"simulate: the inputs given were started for graph {inputs.graph.name!r}, seed "
-                         f"{inputs.seed}, not for {graph.name!r}, seed {seed}")
     recorder = recorder if recorder is not None else Recorder()
     t0 = time.perf_counter()
     verdict = None
-    with gc_paused():
-        validate_graph(graph, cfg)
-        ahead = (inputs or InputsAhead(graph, seed)) if numerics else None
-        datapath = None
-        try:
+    ahead = None
+    try:
+        if inputs is not None and (inputs.graph is not graph or inputs.seed != seed):
+            raise GraphError(f"simulate: the inputs given were started for graph {inputs.graph.name!r}, seed "
+                             f"{inputs.seed}, not for {graph.name!r}, seed {seed}")
+        if inputs is not None and not numerics:
+            inputs.cancel()   # timing only: nothing will read them
+        with gc_paused():
+            validate_graph(graph, cfg)
+            ahead = (inputs or InputsAhead(graph, seed)) if numerics else None
             machine = Machine(cfg, graph, recorder)
             cycles = machine.run()
-        except BaseException:
-            if ahead is not None:
-                ahead.cancel()
-            raise
-        if ahead is not None:
-            datapath = ahead.result()   # made in the caller here if it could not be forked
+            datapath = ahead.result() if ahead is not None else None
+    except BaseException:
+        for started in (inputs, ahead):   # no helper outlives a failed run
+            if started is not None:
+                started.cancel()
+        raise
+    with gc_paused():
         if datapath is not None:
             expected = ForkedReference(graph, datapath.gm)
             try:
@@ -94,19 +98,21 @@ def simulate(graph: KernelGraph, cfg: HardwareConfig, *, seed: int = 0, numerics
 
 class ForkedReference:
     """reference_outputs(graph, gm), computed in a forked child from the parent's arrays as they are now
-    (copy-on-write: nothing is copied to start it; only the output and its truth come back). Where
-    forking is not safe (helpers.fork_context) or the graph writes a tensor the reference reads, it is
-    computed on demand, after the replay."""
+    (nothing is copied to start it; only the output and its truth come back). The child sees the
+    parent's later writes to the inputs made in shared memory (helpers.InputsAhead) and a copy-on-write
+    snapshot of the rest, so it is forked only when no op writes a tensor the reference reads. Where
+    that does not hold, or forking is not safe (helpers.fork_context), it is computed on demand, after
+    the replay."""
 
     def __init__(self, graph: KernelGraph, gm: dict[str, np.ndarray]):
         self.graph, self.gm = graph, gm
         self.proc = self.conn = None
         ctx = fork_context() if graph.reference and _inputs_read_only(graph) else None
         if ctx is not None:
-            self.conn, send = ctx.Pipe(duplex=False)
-            self.proc = ctx.Process(target=_reference_child, args=(graph, gm, send), daemon=True)
-            self.proc.start()
-            send.close()
+            conn, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_reference_child, args=(graph, gm, send), daemon=True)
+            if start_child(proc, conn, send):
+                self.proc, self.conn = proc, conn
 
     def cancel(self) -> None:
         if self.proc is not None:

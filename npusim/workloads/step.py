@@ -110,8 +110,13 @@ def run_step(cfg: HardwareConfig, wl: Workload, phase: str | None, method: str, 
 
         for i, k in enumerate(kernels):
             graph, inputs = nxt.pop() if nxt else (build_kernel(cfg, k, method, weights, passes), None)
-            res = simulate(graph, cfg, seed=seed, numerics=numerics, inputs=inputs,
-                           before_replay=(lambda i=i: start_next(i)) if numerics else None)
+            try:
+                res = simulate(graph, cfg, seed=seed, numerics=numerics, inputs=inputs,
+                               before_replay=(lambda i=i: start_next(i)) if numerics else None)
+            except BaseException:
+                for _, started in nxt:   # the next kernel's child must not outlive the step
+                    started.cancel()
+                raise
             del graph, inputs
             if stream is not None:
                 stream.add_kernel(res.graph, res.records, res.cycles, cycles_offset=cycles, label=f"L{k.layer}")

@@ -137,9 +137,18 @@ def test_compiled_kernels_are_the_loop(m, k, n, seed, spread):
             assert same_bits(out, want), kernel.__name__
 
 
-def test_mmad_fp32_takes_the_compiled_kernels():
+def test_mmad_fp32_takes_the_compiled_kernels(monkeypatch):
     # numba is a dependency: mmad_fp32 must not silently run on the numpy fallback
-    assert cube._jit() is not False
+    jit = cube._jit()
+    assert jit is not False
+    calls = []
+    for name in ("accumulate_fp32", "accumulate_bf16_bits"):
+        real = getattr(jit, name)
+        monkeypatch.setattr(jit, name, lambda *a, real=real, name=name: calls.append(name) or real(*a))
+    a = to_bf16(np.ones((4, 8), np.float32))
+    mmad_fp32(None, a, a.T.copy())
+    mmad_fp32(None, a, a.T.astype(np.float32))
+    assert calls == ["accumulate_bf16_bits", "accumulate_fp32"]
 
 
 @pytest.mark.parametrize("m,k,n", [(600, 9, 300), (5, 40, 1000), (70, 3, 70), (1, 30, 5000)])
