@@ -117,6 +117,7 @@ class Stage:
     misses: dict = field(default_factory=dict)              # round -> [latency-bound, bandwidth-bound]
     parts: dict = field(default_factory=dict)               # a loop of other pipes: their cycles, for attribution
     overlap: bool = False   # settle: this pipe's L2 hits overlap the other cores' HBM share (docs/formulas.md 1)
+    couples: tuple = ()     # a loop of these stages: a round's cycles go to the busiest of them in that round
 
     def split(self, cycles: float) -> dict[str, float]:
         """`cycles` of this stage attributed to the stages it is made of (itself if none)."""
@@ -124,6 +125,12 @@ class Stage:
         if not tot:
             return {self.key: cycles}
         return {k: cycles * v / tot for k, v in self.parts.items()}
+
+    def split_round(self, r: int, cycles: float) -> dict[str, float]:
+        """`cycles` of round r attributed: for a loop that couples stages, to the busiest of them in r."""
+        if self.couples:
+            return {max(self.couples, key=lambda x: x.rounds.get(r, 0.0)).key: cycles}
+        return self.split(cycles)
 
     def add_miss(self, parts: tuple[int, float]) -> None:
         """One HBM read (Gm.miss); its time is settled per round by `settle`."""
@@ -213,24 +220,29 @@ def pipeline(chain: list[list[Stage]], links: list[int]) -> PipeTime:
     sib: dict[str, list[Stage]] = defaultdict(list)
     for x in allst:
         sib[re.sub(r"\d+\.", ".", x.key)].append(x)
-    wins: dict[str, float] = defaultdict(float)
+    won: dict[str, float] = defaultdict(float)   # the steady part, attributed round by round
+    steady = 0.0
     for r in sorted({r for x in allst for r in x.rounds}):
         vals = {k_: sum(x.rounds.get(r, 0) for x in xs) / len(xs) for k_, xs in sib.items()}
         w = max(vals, key=vals.get)
-        wins[sib[w][0].key] += vals[w]
-    steady = sum(wins.values())
+        steady += vals[w]
+        for k2, v2 in sib[w][0].split_round(r, vals[w]).items():
+            won[k2] += v2
     if steady > s.busy:
         t += steady - s.busy
+    elif s.couples:
+        won = defaultdict(float)
+        for r, v in s.rounds.items():
+            for k2, v2 in s.split_round(r, v).items():
+                won[k2] += v2
     else:
-        wins = {s.key: s.busy}
+        won = s.split(s.busy)
     att: dict[str, float] = defaultdict(float)
     for j in range(i):
         att[max(pos[j], key=lambda x: x.first).key] += firsts[j]
     att["flag"] += sum(lk)
-    by_key = {x.key: x for x in allst}
-    for k_, v in wins.items():
-        for k2, v2 in by_key[k_].split(v).items():
-            att[k2] += v2
+    for k2, v2 in won.items():
+        att[k2] += v2
     for j in range(i + 1, len(pos)):
         att[max(pos[j], key=lambda x: x.last).key] += lasts[j]
     busy = {x.key: x.busy for p in pos for x in p}

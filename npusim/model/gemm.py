@@ -50,6 +50,9 @@ class _Aic:
                                                       Stage("aic.fixp"))
         self.hbm = Stage("hbm")
         self.aloop = Stage("flag:a_slot_loop")
+        self.l1loop = Stage("flag:l1_slot_loop")
+        self._le, self._cf, self._ce = 0.0, [0.0, 0.0], 0.0
+        self._l1_tail = None
         self.l0c_slots = l0c_slots
         self._t0 = (0.0, 0.0)
         self._first_mte1, self._cube_tail = None, []
@@ -92,6 +95,27 @@ class _Aic:
         self._cube_tail = (self._cube_tail + tail)[-2:]
         return mte1
 
+    def l1_slots(self, load: float, rows: int, kt: int, nt: int) -> None:
+        """The two L1 chunk slots as a max-plus recurrence over the core's chunks, in order: the load of
+        chunk j (A and B, `load` cycles on the in-order MTE2) starts after the load of j - 1 and after
+        the MTE1 of chunk j - 2 has read the slot; the chunk's L0 steps start after its load and after
+        the Cube is done with j - 1. Chunks of unequal size (k_chunks cuts the last K chunk in four)
+        stall each other this way: a big chunk of the next tile waits for the slot of a small one."""
+        cfg, f = self.cfg, self.cfg.sync.intra_core_flag_cycles
+        q = min(kt, self.k0)
+        first = (costs.dma_cycles_uncontended(cfg, Path.L1_TO_L0A, ceil(rows * q * self.ab))
+                 + costs.dma_cycles_uncontended(cfg, Path.L1_TO_L0B, ceil(q * nt * self.bb)))
+        cube, _ = _ksteps(kt, self.k0, lambda x: costs.mmad_cycles(cfg, rows, x, nt, self.dtype))
+        last = costs.mmad_cycles(cfg, rows, kt - (ceil(kt / self.k0) - 1) * self.k0, nt, self.dtype)
+        le = max(self._le, self._cf[0]) + load
+        # the chunk's first L0 step runs beside the Cube's last steps of chunk j - 1 (L0A/L0B are
+        # double-buffered): only a chunk that lands after the Cube is idle pays it
+        ce = max(self._ce, le + f + first) + cube
+        inc = ce - max(self._ce, 0.0)
+        self.l1loop.block(inc, 0, 0, 1)
+        self._le, self._cf, self._ce = le, [self._cf[1], ce - last + f], ce
+        self._l1_tail = (f + first + cube, self.l1loop.cur)
+
     def drain(self, cycles: int) -> None:
         """FixPipe of one tile; with one L0C slot the Cube waits for it before the next tile."""
         self.fixp.add(cycles)
@@ -100,11 +124,22 @@ class _Aic:
             self.cube.rounds[self.cube.cur] += cycles
 
     def stages(self) -> list[Stage]:
-        return [self.mte2, self.mte1, self.cube, self.fixp, self.hbm, self.aloop]
+        return [self.mte2, self.mte1, self.cube, self.fixp, self.hbm, self.aloop, self.l1loop]
 
     def chain(self) -> tuple[list[list[Stage]], list[int]]:
         f = self.cfg.sync.intra_core_flag_cycles
-        return [[self.mte2, self.hbm], [self.mte1], [self.cube] + self._aloop(), [self.fixp]], [f, f, f]
+        loop = [self.l1loop] if self.l1loop.items else []
+        # each round's cycles to the busier of the two pipes it couples, as their own rounds would
+        self.l1loop.couples = (self.mte2, self.cube)
+        if loop and self._l1_tail:
+            # the chain's drain after position 0 (flag, MTE1, Cube of the last item, ...) already holds
+            # the last chunk's L0 steps: the loop stops at its load
+            cut, r = self._l1_tail
+            cut = min(cut, self.l1loop.rounds[r])
+            self.l1loop.busy -= cut
+            self.l1loop.rounds[r] -= cut
+            self._l1_tail = None
+        return [[self.mte2, self.hbm] + loop, [self.mte1], [self.cube] + self._aloop(), [self.fixp]], [f, f, f]
 
     def _aloop(self) -> list[Stage]:
         return [self.aloop] if self.aloop.parts.get("aic.mte2") else []
@@ -182,10 +217,16 @@ def model_native(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None 
                 tr.rd(R.ACTIVATION, mt * kt * 2, x_hit)
                 tr.rd(R.WEIGHT, kt * nt * 2, w_hit)
                 if w_hit:
-                    aic.mte2.add(gm.read(Path.GM_TO_L1, mt * kt * 2, True) + gm.read(Path.GM_TO_L1, kt * nt * 2, True))
+                    ld = gm.read(Path.GM_TO_L1, mt * kt * 2, True) + gm.read(Path.GM_TO_L1, kt * nt * 2, True)
+                    aic.mte2.add(ld)
                 else:
                     aic.mte2.add(gm.read(Path.GM_TO_L1, mt * kt * 2, True))
-                    aic.mte2.add_miss(gm.miss(Path.GM_TO_L1, kt * nt * 2, streams[i]))
+                    miss = gm.miss(Path.GM_TO_L1, kt * nt * 2, streams[i])
+                    aic.mte2.add_miss(miss)
+                    x_rd = gm.read(Path.GM_TO_L1, mt * kt * 2, True)
+                    # as Stage.settle prices them: X beside the W stream where the cores drift apart
+                    ld = max(x_rd + miss[0], miss[1]) if aic.mte2.overlap else x_rd + max(miss)
+                aic.l1_slots(ld, mt, kt, nt)
                 if not w_hit:
                     aic.hbm.add(kt * nt * 2)
                 if not l2:
@@ -565,11 +606,13 @@ def model_msd(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None = N
                 kt = kb - ka
                 w_hit = (core, i, ka, "w") in hits
                 tr.rd(R.WEIGHT, kt * nt, w_hit)
+                miss = None
                 if w_hit:
                     mte2 = gm.read(Path.GM_TO_L1, kt * nt, True) + (mte2_a if j == 0 else 0)
                 else:
                     mte2 = mte2_a if j == 0 else 0
-                    aic.mte2.add_miss(gm.miss(Path.GM_TO_L1, kt * nt, streams[i]))
+                    miss = gm.miss(Path.GM_TO_L1, kt * nt, streams[i])
+                    aic.mte2.add_miss(miss)
                 aic.hbm.add((0 if w_hit else kt * nt))
                 if not resident:
                     tr.rd(R.WORKSPACE, p * mt * kt, True)
@@ -577,6 +620,9 @@ def model_msd(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None = N
                     if not l2:
                         aic.hbm.add(p * mt * kt)
                 aic.mte2.add(mte2)
+                if miss is not None:
+                    mte2 = max(mte2 + miss[0], miss[1]) if aic.mte2.overlap else mte2 + max(miss)
+                aic.l1_slots(mte2, p * mt, kt, nt)
                 aic.chunk(p * mt, kt, nt)
             aic.tile_end(mte2_a)
             if not direct_out:
