@@ -111,8 +111,7 @@ class _Aic:
         # the chunk's first L0 step runs beside the Cube's last steps of chunk j - 1 (L0A/L0B are
         # double-buffered): only a chunk that lands after the Cube is idle pays it
         ce = max(self._ce, le + f + first) + cube
-        inc = ce - max(self._ce, 0.0)
-        self.l1loop.block(inc, 0, 0, 1)
+        self.l1loop.block(ce - self._ce, 0, 0, 1)
         self._le, self._cf, self._ce = le, [self._cf[1], ce - last + f], ce
         self._l1_tail = (f + first + cube, self.l1loop.cur)
 

@@ -180,6 +180,19 @@ def test_msd_next_tile_loads_a_before_more_weights(cfg910):
     assert abs(row["ratio"] - 1) <= TOLERANCE, row["ratio"]   # 76,347 cycles; 78,339 before the reorder
 
 
+def test_l1_chunk_slots_of_unequal_chunks(cfg950):
+    """K = 512 in chunks of 256, 64, 64, 64, 64 (k_chunks cuts a tile's last chunk in four): the next
+    tile's whole first chunk waits for a quarter chunk's L1 slot, which waits for the Cube to finish the
+    previous whole chunk. The two-slot recurrence prices that; without it the model was 1.17x too fast."""
+    from npusim.sim.run import simulate
+
+    sim = simulate(build_gemm(cfg950, 1024, 512, 8192, method="native", weights="bf16"), cfg950,
+                   numerics=False).cycles
+    model = model_gemm(cfg950, 1024, 512, 8192, "native")
+    assert model.bound_stage == "flag:l1_slot_loop" and model.bound == "load"
+    assert abs(sim / model.cycles - 1) <= TOLERANCE, sim / model.cycles
+
+
 def test_group_of():
     assert group_of("aic.cube") == "cube" and group_of("aiv.vector") == "vector"
     assert group_of("aic.mte2:weight") == group_of("hbm") == group_of("aiv.mte2:activation") == "load"
