@@ -126,6 +126,7 @@ class InputsAhead:
             self.proc.join()
             self.conn.close()
             self.proc = None
+            self.shared = {}   # the mmaps go with their arrays, even if a traceback keeps this object
 
     def result(self) -> Datapath:
         if self.thread is not None:
