@@ -50,7 +50,8 @@ class _Aic:
                                                       Stage("aic.fixp"))
         self.hbm = Stage("hbm")
         self.aloop = Stage("flag:a_slot_loop")
-        self.l1loop = Stage("flag:l1_slot_loop")
+        # each round's cycles to the busier of the two pipes it couples, as their own rounds would
+        self.l1loop = Stage("flag:l1_slot_loop", couples=(self.mte2, self.cube))
         self._le, self._cf, self._ce = 0.0, [0.0, 0.0], 0.0
         self._l1_tail = None
         self.l0c_slots = l0c_slots
@@ -115,6 +116,12 @@ class _Aic:
         self._le, self._cf, self._ce = le, [self._cf[1], ce - last + f], ce
         self._l1_tail = (f + first + cube, self.l1loop.cur)
 
+    def with_miss(self, own: float, miss: tuple[int, float]) -> float:
+        """A chunk's load time for the slot recurrence: its L2 reads (`own`) and one W miss, as
+        Stage.settle prices them (beside the W stream where the cores drift apart, else after it)."""
+        lat, bw = miss
+        return max(own + lat, bw) if self.mte2.overlap else own + max(lat, bw)
+
     def drain(self, cycles: int) -> None:
         """FixPipe of one tile; with one L0C slot the Cube waits for it before the next tile."""
         self.fixp.add(cycles)
@@ -128,8 +135,6 @@ class _Aic:
     def chain(self) -> tuple[list[list[Stage]], list[int]]:
         f = self.cfg.sync.intra_core_flag_cycles
         loop = [self.l1loop] if self.l1loop.items else []
-        # each round's cycles to the busier of the two pipes it couples, as their own rounds would
-        self.l1loop.couples = (self.mte2, self.cube)
         if loop and self._l1_tail:
             # the chain's drain after position 0 (flag, MTE1, Cube of the last item, ...) already holds
             # the last chunk's L0 steps: the loop stops at its load
@@ -219,12 +224,11 @@ def model_native(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None 
                     ld = gm.read(Path.GM_TO_L1, mt * kt * 2, True) + gm.read(Path.GM_TO_L1, kt * nt * 2, True)
                     aic.mte2.add(ld)
                 else:
-                    aic.mte2.add(gm.read(Path.GM_TO_L1, mt * kt * 2, True))
+                    x_rd = gm.read(Path.GM_TO_L1, mt * kt * 2, True)
+                    aic.mte2.add(x_rd)
                     miss = gm.miss(Path.GM_TO_L1, kt * nt * 2, streams[i])
                     aic.mte2.add_miss(miss)
-                    x_rd = gm.read(Path.GM_TO_L1, mt * kt * 2, True)
-                    # as Stage.settle prices them: X beside the W stream where the cores drift apart
-                    ld = max(x_rd + miss[0], miss[1]) if aic.mte2.overlap else x_rd + max(miss)
+                    ld = aic.with_miss(x_rd, miss)
                 aic.l1_slots(ld, mt, kt, nt)
                 if not w_hit:
                     aic.hbm.add(kt * nt * 2)
@@ -619,9 +623,7 @@ def model_msd(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None = N
                     if not l2:
                         aic.hbm.add(p * mt * kt)
                 aic.mte2.add(mte2)
-                if miss is not None:
-                    mte2 = max(mte2 + miss[0], miss[1]) if aic.mte2.overlap else mte2 + max(miss)
-                aic.l1_slots(mte2, p * mt, kt, nt)
+                aic.l1_slots(mte2 if miss is None else aic.with_miss(mte2, miss), p * mt, kt, nt)
                 aic.chunk(p * mt, kt, nt)
             aic.tile_end(mte2_a)
             if not direct_out:
