@@ -180,7 +180,7 @@ def set_round(stages, r: int) -> None:
         s.cur = r
 
 
-def pipeline(chain: list[list[Stage]], links: list[int]) -> PipeTime:
+def pipeline(chain: list[list[Stage]], links: list[int], window: int = 1) -> PipeTime:
     """Latency of a chain of stage positions, each position a list of stages working in parallel (a pipe
     and the HBM term, or two AIVs), links[i] the flag latency between positions i and i+1:
 
@@ -191,7 +191,10 @@ def pipeline(chain: list[list[Stage]], links: list[int]) -> PipeTime:
     first_j / last_j = the largest first / last item over the stages at position j. For the binding stage
     this is the classic fill + steady state + drain of a pipeline; a round is the r-th output tile of
     every core (the cores run in lockstep), and the sum over rounds lets the binding pipe change from one
-    round to the next (e.g. HBM while W is first read, then the Cube while it is re-read from L2)."""
+    round to the next (e.g. HBM while W is first read, then the Cube while it is re-read from L2).
+    `window` rounds at a time are summed before the max is taken where buffers between the positions
+    let one run that many rounds ahead of the next: a round's excess on one pipe is then absorbed by the
+    next round's slack on it."""
     for p in chain:
         for s in p:
             s.settle()
@@ -222,12 +225,16 @@ def pipeline(chain: list[list[Stage]], links: list[int]) -> PipeTime:
         sib[re.sub(r"\d+\.", ".", x.key)].append(x)
     won: dict[str, float] = defaultdict(float)   # the steady part, attributed round by round
     steady = 0.0
-    for r in sorted({r for x in allst for r in x.rounds}):
-        vals = {k_: sum(x.rounds.get(r, 0) for x in xs) / len(xs) for k_, xs in sib.items()}
+    rounds = sorted({r for x in allst for r in x.rounds})
+    for g in range(0, len(rounds), window):
+        group = rounds[g:g + window]
+        vals = {k_: sum(x.rounds.get(r, 0) for x in xs for r in group) / len(xs) for k_, xs in sib.items()}
         w = max(vals, key=vals.get)
         steady += vals[w]
-        for k2, v2 in sib[w][0].split_round(r, vals[w]).items():
-            won[k2] += v2
+        for r in group:
+            v = sum(x.rounds.get(r, 0) for x in sib[w]) / len(sib[w])
+            for k2, v2 in sib[w][0].split_round(r, v).items():
+                won[k2] += v2
     if steady > s.busy:
         t += steady - s.busy
     elif s.couples:

@@ -56,7 +56,7 @@ class _Aic:
         self._l1_tail = None
         self.l0c_slots = l0c_slots
         self._t0 = (0.0, 0.0)
-        self._first_mte1, self._cube_tail = None, []
+        self._first_mte1, self._cube_tail, self._last_l0b = None, [], 0
 
     def tile_start(self) -> None:
         self._t0 = (self.mte1.busy, self.cube.busy)
@@ -65,13 +65,16 @@ class _Aic:
     def tile_end(self, a_reload: int) -> None:
         """A resident in one L1 slot (a_resident_k): a reload for the next row block waits until the
         current tile's MTE1 has read it, and that tile's MTE1 waits for the reload: per tile the slot is
-        busy for reload + the tile's first MTE1 step + max(MTE1, Cube) of the tile but its last two L0
-        steps (they run beside the next reload: L0A/L0B are double-buffered) + two intra-core flags."""
+        busy for reload + two intra-core flags + the later of the tile's MTE1 but its last L0B read (the
+        last A read comes before it) and, Cube-bound, its first MTE1 step + its Cube but the last two L0
+        steps (they run beside the next reload: L0A/L0B are double-buffered)."""
         f = self.cfg.sync.intra_core_flag_cycles
         d1, dc = self.mte1.busy - self._t0[0], self.cube.busy - self._t0[1]
         if not a_reload:
             return   # no reload before this tile: nothing waits on its MTE1
-        work = max(d1, dc - sum(self._cube_tail)) + (self._first_mte1 or 0)
+        # MTE1-bound: the slot is free once the last L0A read is done (the last L0B read comes after it);
+        # Cube-bound: the last L0A read waits for the Cube's third-last step
+        work = max(d1 - self._last_l0b, dc - sum(self._cube_tail) + (self._first_mte1 or 0))
         self.aloop.block(a_reload + work + (2 * f if a_reload else 0), 0, 0, 1)  # a loop: no fill/drain of its own
         for key, v in (("aic.mte2", a_reload), ("aic.cube" if dc >= d1 else "aic.mte1", work),
                        ("flag", 2 * f if a_reload else 0)):
@@ -94,6 +97,7 @@ class _Aic:
         tail = ([costs.mmad_cycles(cfg, rows, self.k0, nt, self.dtype)] * min(full, 2)
                 + ([costs.mmad_cycles(cfg, rows, rem, nt, self.dtype)] if rem else []))
         self._cube_tail = (self._cube_tail + tail)[-2:]
+        self._last_l0b = costs.dma_cycles_uncontended(cfg, Path.L1_TO_L0B, ceil((rem or self.k0) * nt * self.bb))
         return mte1
 
     def l1_slots(self, load: float, rows: int, kt: int, nt: int) -> None:
@@ -174,9 +178,9 @@ def _hbm_shared(stages: list[Stage], bw: float) -> None:
         s.items = 1 if total else 0
 
 
-def _timed(results, cfg) -> list[tuple[PipeTime, int, int]]:
+def _timed(results, cfg, window: int = 1) -> list[tuple[PipeTime, int, int]]:
     _hbm_shared([r[1] for r in results], cfg.hbm_bytes_per_cycle)
-    return [(pipeline(*chain), tiles, items) for chain, _, tiles, items in results]
+    return [(pipeline(*chain, window=window), tiles, items) for chain, _, tiles, items in results]
 
 
 def _slowest(per_core: list[tuple[PipeTime, int, int]]) -> tuple[PipeTime, int, int, int]:
@@ -198,7 +202,7 @@ def model_native(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None 
     # Round-robin row-major: a W tile is re-read one pass over the row later; which reads still hit L2
     # is found by replaying the kernel's GM accesses through the simulator's L2 (_native_w_hits).
     w_hits = _native_w_hits(cfg, per_core, chunks) if l2 else set()
-    w_fits = k * n * 2 <= cfg.l2.capacity_bytes
+    w_streams = _w_streams(cfg, k * n * 2, per_core, chunks, w_hits)
     tr = Traffic()
     x_seen: set = set()
     results = []
@@ -209,7 +213,7 @@ def model_native(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None 
         aic = _Aic(cfg, t.k0, 2, 2, "bf16", t.l0c_slots)
         # W streamed from HBM for the whole kernel: the cores drift apart and each one's X reads from L2
         # overlap the others' W streaming (docs/formulas.md, section 1)
-        aic.mte2.overlap = l2 and not w_fits
+        aic.mte2.overlap = w_streams
         for i, ((r0, r1), (c0, c1)) in enumerate(ct):
             set_round(aic.stages(), i)
             mt, nt = r1 - r0, c1 - c0
@@ -243,6 +247,16 @@ def model_native(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None 
     pt, ntiles, items, core = _slowest(_timed(results, cfg))
     return finish("gemm", "native", cfg, {"m": m, "k": k, "n": n}, [("gemm", pt)], tr,
                   tiles=ntiles, items=items, core=core, plan={"tiling": _tiling(t)})
+
+
+def _w_streams(cfg: HardwareConfig, w_bytes: int, per_core: list, chunks: list, w_hits: set) -> bool:
+    """Whether the AIC streams W from HBM for the whole kernel (docs/formulas.md, section 1): W does not
+    fit L2, or the replay has W chunk reads missing after the cores' first tiles (columns read for the
+    first time later on, or re-read after X, Y and the rest evicted them although W alone would fit)."""
+    if not cfg.l2.enabled:
+        return False
+    return w_bytes > cfg.l2.capacity_bytes or any(
+        (c, i, ka, "w") not in w_hits for c, ct in enumerate(per_core) for i in range(1, len(ct)) for ka, _ in chunks)
 
 
 def _native_w_hits(cfg: HardwareConfig, per_core: list, chunks: list) -> set[tuple]:
@@ -392,7 +406,10 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
             chain = v_chain + a_chain
             links = v_links + [cross] + a_links
         results.append(((chain, links), aic.hbm, len(ct), len(ct) * len(chunks)))
-    pt, ntiles, items, core = _slowest(_timed(results, cfg))
+    # the AIVs run up to b_buffers L1 chunks ahead of the AIC: a round of int8 misses (a new column
+    # tile) is averaged with the rounds that re-read it from L2 within that lead
+    window = 1 + b_buffers // len(chunks)
+    pt, ntiles, items, core = _slowest(_timed(results, cfg, window))
     return finish("gemm", "dequant", cfg, {"m": m, "k": k, "n": n}, [("gemm", pt)], tr,
                   tiles=ntiles, items=items, core=core,
                   plan={"tiling": _tiling(t), "handoff": "ub_to_l1" if direct else "gm_workspace",
@@ -585,7 +602,7 @@ def model_msd(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None = N
     hits = _msd_w_hits(cfg, plan, p, per_core, chunks, row_blocks, pieces, direct_out) if l2 else set()
     streams = [sum(1 for c, ct in enumerate(per_core) if i < len(ct) and (c, i, chunks[0][0], "w") not in hits)
                for i in range(max(len(ct) for ct in per_core))]
-    w_streams = l2 and k * n > cfg.l2.capacity_bytes
+    w_streams = _w_streams(cfg, k * n, per_core, chunks, hits)
     for core, ct in enumerate(per_core):
         aic = _Aic(cfg, t.k0, 1, 1, "int8", t.l0c_slots)
         # int8 W larger than L2: streamed from HBM for the whole kernel, as native's (docs/formulas.md 1)

@@ -219,11 +219,11 @@ def point_row(p, cfg: HardwareConfig, doc: dict) -> dict:
                    {k: v for k, v in doc["meta"].items()
                     if k in ("handoff", "partials", "a_resident_in_l1", "tiling", "l1_weight_buffers")},
                    mod.tiles_per_core)
-    row["note"] = _note(row)
+    row["note"] = _note(row, cfg)
     return row
 
 
-def _note(row: dict) -> str | None:
+def _note(row: dict, cfg: HardwareConfig) -> str | None:
     """Why a point is outside the tolerance (None when it is inside)."""
     if row["within_tolerance"]:
         return None
@@ -237,9 +237,20 @@ def _note(row: dict) -> str | None:
         why.append(f"the simulation's workspace misses more than the model's replay of it (HBM bytes: sim "
                    f"{row['sim_hbm_bytes']:,}, model {row['model_hbm_bytes']:,}): the AIVs' run-ahead, priced from "
                    f"uncontended costs, decides what L2 still holds when a row block re-reads it")
+    elif row["ratio"] > 1 and row["method"] == "dequant" and row["m"] <= row["meta"]["tiling"]["m0"]:
+        use = row["sim_hbm_bytes"] / row["sim_cycles"] / cfg.hbm_bytes_per_cycle
+        why.append(f"simulation slower than the model: every AIV's in-order MTE2 holds each weight load for its "
+                   f"start and first-byte latency, and the AIVs' loads stay partly aligned, so HBM moves "
+                   f"{use:.0%} of its bandwidth over the run; the model's per-round max(latency sum, bandwidth "
+                   f"share) assumes one of the two is the whole cost")
     elif row["ratio"] > 1:
         why.append("simulation slower than the model: pipes of near-equal load with two-slot buffers stall "
                    "each other; the model charges only the slowest")
+    elif row["sim_hbm_bytes"] < 0.9 * row["model_hbm_bytes"]:
+        why.append(f"the simulation's reads hit L2 more often than the model's lockstep replay (HBM bytes: sim "
+                   f"{row['sim_hbm_bytes']:,}, model {row['model_hbm_bytes']:,}): a working set just above L2, "
+                   "which LRU in lockstep order thrashes completely, is partly kept by the cores that drift "
+                   "ahead, and how many do is set by the run's dynamics, not by a closed form")
     elif row["meta"].get("a_resident_in_l1") and row["m"] > row["meta"]["tiling"]["m0"]:
         why.append("simulation faster than the model: tiles alternate row blocks, so W misses (first row block) "
                    "and L2 hits alternate; the cores drift out of lockstep and share HBM better than the model's "

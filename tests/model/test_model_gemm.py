@@ -193,6 +193,52 @@ def test_l1_chunk_slots_of_unequal_chunks(cfg950):
     assert abs(sim / model.cycles - 1) <= TOLERANCE, sim / model.cycles
 
 
+def test_pipeline_window_sums_rounds_before_the_max():
+    """Two stages in different positions that bind on alternate rounds: lockstep (window 1) sums the
+    per-round maxima; a window of 2 (a buffer lets the first run a round ahead) takes the max of sums."""
+    from npusim.model.base import Stage, pipeline, set_round
+
+    def chain():
+        a, b = Stage("aiv0.mte2"), Stage("aic.cube")
+        for r, (ca, cb) in enumerate([(300, 100), (0, 100), (300, 100), (0, 100)]):
+            set_round([a, b], r)
+            a.add(ca) if ca else None
+            b.add(cb)
+        return [[a], [b]], [0]
+
+    # binding: the loads (busy 600) with the Cube's last item (100) as drain; their steady part is the
+    # larger of their busy cycles and the rounds: lockstep 300 + 100 + 300 + 100
+    assert pipeline(*chain()).cycles == 800 + 100
+    # in pairs of rounds: max(300, 200) twice, no more than the loads' own 600
+    assert pipeline(*chain(), window=2).cycles == 600 + 100
+    assert pipeline(*chain(), window=4).cycles == 600 + 100   # max(600, 400)
+
+
+def test_w_that_just_fits_l2_but_is_evicted_streams_from_hbm():
+    """W is exactly L2 (64 MiB), but X and Y evict it before a core's next row tile re-reads its column:
+    W streams from HBM for the whole kernel as if it did not fit, and each core's X reads from L2 overlap
+    the others' W stream (docs/formulas.md, section 1). Taking the lockstep form because W fits left this
+    point at 0.84 (950 native 4096x8192x8192, the full-size case: 0.82 -> 1.05)."""
+    cfg = load_config("950", ['l2.capacity="64MiB"'])
+    m, k, n = 2048, 4096, 8192
+    assert k * n * 2 == cfg.l2.capacity_bytes
+    row = run_point(Point("gemm", "native", "bf16", "950", m, k, n), cfg=cfg)
+    assert row["tiles_per_core"] >= STEADY_TILES and row["model_bound"] == row["sim_leader"] == "load"
+    assert abs(row["ratio"] - 1) <= TOLERANCE, row["ratio"]
+    assert row["model_hbm_bytes"] == row["sim_hbm_bytes"] > (m // 256) * k * n * 2   # every row tile re-reads W
+
+
+def test_dequant_x_reload_and_the_aivs_lead_over_row_tiles(cfg950):
+    """Two row tiles per column (M = 64, m0 = 32): each tile reloads the resident X, which waits only
+    for the current tile's last L0A read (MTE1-bound: not its last L0B read nor a first step on top); and
+    the AIVs' int8 misses of a new column tile are spread over the next tile's L2 re-reads, which the
+    8 L1 weight slots let them run ahead into. 0.79 before (the model charged both pipes per round)."""
+    row = run_point(Point("gemm", "dequant", "int8", "950", 64, 512, 16384), cfg=cfg950)
+    assert row["meta"]["a_resident_in_l1"] and row["meta"]["l1_weight_buffers"] == 8
+    assert row["tiles_per_core"] >= STEADY_TILES and row["model_bound"] == row["sim_leader"] == "load"
+    assert abs(row["ratio"] - 1) <= TOLERANCE, row["ratio"]
+
+
 def test_group_of():
     assert group_of("aic.cube") == "cube" and group_of("aiv.vector") == "vector"
     assert group_of("aic.mte2:weight") == group_of("hbm") == group_of("aiv.mte2:activation") == "load"
