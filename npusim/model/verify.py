@@ -219,11 +219,11 @@ def point_row(p, cfg: HardwareConfig, doc: dict) -> dict:
                    {k: v for k, v in doc["meta"].items()
                     if k in ("handoff", "partials", "a_resident_in_l1", "tiling", "l1_weight_buffers")},
                    mod.tiles_per_core)
-    row["note"] = _note(row, cfg)
+    row["note"] = _note(row, cfg, doc["traffic"]["hbm_read_bytes"])
     return row
 
 
-def _note(row: dict, cfg: HardwareConfig) -> str | None:
+def _note(row: dict, cfg: HardwareConfig, sim_hbm_read_bytes: int) -> str | None:
     """Why a point is outside the tolerance (None when it is inside)."""
     if row["within_tolerance"]:
         return None
@@ -238,9 +238,9 @@ def _note(row: dict, cfg: HardwareConfig) -> str | None:
                    f"{row['sim_hbm_bytes']:,}, model {row['model_hbm_bytes']:,}): the AIVs' run-ahead, priced from "
                    f"uncontended costs, decides what L2 still holds when a row block re-reads it")
     elif row["ratio"] > 1 and row["method"] == "dequant" and row["m"] <= row["meta"]["tiling"]["m0"]:
-        use = row["sim_hbm_bytes"] / row["sim_cycles"] / cfg.hbm_bytes_per_cycle
+        use = sim_hbm_read_bytes / row["sim_cycles"] / cfg.hbm_bytes_per_cycle
         why.append(f"simulation slower than the model: every AIV's in-order MTE2 holds each weight load for its "
-                   f"start and first-byte latency, and the AIVs' loads stay partly aligned, so HBM moves "
+                   f"start and first-byte latency, and the AIVs' loads stay partly aligned, so HBM reads use "
                    f"{use:.0%} of its bandwidth over the run; the model's per-round max(latency sum, bandwidth "
                    f"share) assumes one of the two is the whole cost")
     elif row["ratio"] > 1:
