@@ -7,6 +7,7 @@ import json
 
 import pytest
 import typer
+from hypothesis import given, settings, strategies as st
 from typer.testing import CliRunner
 
 from npusim.config import load_config
@@ -212,6 +213,25 @@ def test_pipeline_window_sums_rounds_before_the_max():
     # in pairs of rounds: max(300, 200) twice, no more than the loads' own 600
     assert pipeline(*chain(), window=2).cycles == 600 + 100
     assert pipeline(*chain(), window=4).cycles == 600 + 100   # max(600, 400)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 500), st.integers(0, 500)), min_size=1, max_size=12),
+       st.integers(1, 13))
+def test_pipeline_window_lies_between_lockstep_and_no_rounds(busy, window):
+    """Summing w rounds before the max can only lower the steady part below lockstep (w = 1), and never
+    below one window over all rounds (the larger of the two pipes' totals)."""
+    from npusim.model.base import Stage, pipeline, set_round
+
+    def cycles(w):
+        a, b = Stage("aiv0.mte2"), Stage("aic.cube")
+        for r, (ca, cb) in enumerate(busy):
+            set_round([a, b], r)
+            a.add(ca + 1)
+            b.add(cb + 1)
+        return pipeline([[a], [b]], [0], window=w).cycles
+
+    assert cycles(1) >= cycles(window) >= cycles(len(busy))
 
 
 def test_w_that_just_fits_l2_but_is_evicted_streams_from_hbm():
