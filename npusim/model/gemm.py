@@ -11,6 +11,7 @@ Traffic is counted, not estimated: for every core and every tile the bytes the s
 
 from __future__ import annotations
 
+from collections import defaultdict
 from math import ceil
 
 from npusim.config.schema import HardwareConfig
@@ -410,11 +411,91 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
     # tile) is averaged with the rounds that re-read it from L2 within that lead
     window = 1 + b_buffers // len(chunks)
     pt, ntiles, items, core = _slowest(_timed(results, cfg, window))
+    if direct and t.tiles_m == 1:
+        # decode over UB->L1: the chunk hand-off's own recurrence is a second lower bound (the fill of
+        # the first chunk, and the AIC waiting on whichever AIV has the heavier share of a tile)
+        chained = max(((_handoff_chain(cfg, plan, ct, chunks, group_k, steps, n_aiv * len(per_core)), c)
+                       for c, ct in enumerate(per_core)), key=lambda x: x[0].cycles)
+        if chained[0].cycles > pt.cycles:
+            pt, core = chained
+            ntiles, items = len(per_core[core]), len(per_core[core]) * len(chunks)
     return finish("gemm", "dequant", cfg, {"m": m, "k": k, "n": n}, [("gemm", pt)], tr,
                   tiles=ntiles, items=items, core=core,
                   plan={"tiling": _tiling(t), "handoff": "ub_to_l1" if direct else "gm_workspace",
                         "a_resident_in_l1": resident, "l1_weight_buffers": b_buffers,
                         "dequant_piece_k": plan.piece_k})
+
+
+def _handoff_chain(cfg: HardwareConfig, plan, ct: list, chunks: list, group_k, steps, streams: int) -> PipeTime:
+    """Dequant decode with the UB->L1 hand-off on one core as a max-plus recurrence over its chunks in
+    order (docs/formulas.md, "Hand-off chain"): chunk j goes to AIV j mod 2, whose in-order MTE2 loads
+    the int8 piece (and the scales when the column tile changes) once its UB slot of two chunks back is
+    read, whose Vector dequantizes it once the out slot of two chunks back is handed off, and whose MTE3
+    writes it into L1 once the AIC's MTE1 has read the chunk b_buffers back (cross-core flag); the AIC's
+    MTE1 reads chunk j after the hand-off (cross-core flag) and after chunk j - 1. Uncontended costs,
+    except that every AIV of the chip starts together: the first tile's loads take their bandwidth share
+    when it is the larger. The critical path is walked back to attribute the cycles."""
+    t, b = plan.tiling, plan.b_buffers
+    gm = Gm(cfg)
+    f, fx = cfg.sync.intra_core_flag_cycles, cfg.sync.cross_core_flag_cycles
+    n_aiv = min(2, cfg.chip.aiv_per_core)
+    ops: list[tuple[float, str, float, int]] = []    # (end, stage key, duration, op that set its start)
+
+    def op(key: str, dur: float, *after: tuple[float, int]) -> int:
+        start, pred = max(after, default=(0.0, -1))
+        ops.append((start + dur, key, dur, pred))
+        return len(ops) - 1
+
+    def at(i: int, lag: float = 0.0) -> tuple[float, int]:
+        return (ops[i][0] + lag, i) if i >= 0 else (0.0, -1)
+
+    (r0, r1), _ = ct[0]
+    x = op("aic.mte2", gm.read(Path.GM_TO_L1, (r1 - r0) * chunks[-1][1] * 2, True))   # X rows, resident
+    mte2, vec, mte3 = [[-1] for _ in range(n_aiv)], [[-1] for _ in range(n_aiv)], [[-1] for _ in range(n_aiv)]
+    mte1: list[int] = []
+    scales_in_ub: list = [None] * n_aiv
+    scales_seen: set = set()
+    j = 0
+    for i, ((r0, r1), (c0, c1)) in enumerate(ct):
+        mt, nt = r1 - r0, c1 - c0
+        for ka, kb in chunks:
+            for pa, pb in quant.dequant_pieces(plan, ka, kb, group_k):
+                a = j % n_aiv
+                lat, bw = gm.miss(Path.GM_TO_UB, (pb - pa) * nt, streams)
+                ld = op("aiv.mte2", max(lat, bw) if i == 0 else lat, at(mte2[a][-1]), at(vec[a][-2] if len(vec[a]) > 1 else -1))
+                mte2[a].append(ld)
+                if group_k is not None or scales_in_ub[a] != c0:
+                    scales_in_ub[a] = c0
+                    s_key, s_rows = ((c0,), 1) if group_k is None else ((pa // group_k, c0), ceil(pb / group_k) - pa // group_k)
+                    hit = cfg.l2.enabled and s_key in scales_seen
+                    scales_seen.add(s_key)
+                    nb = 4 * nt * s_rows
+                    mte2[a].append(op("aiv.mte2", gm.read(Path.GM_TO_UB, nb, True) if hit
+                                      else gm.miss(Path.GM_TO_UB, nb, 1)[0], at(mte2[a][-1])))
+                v = op("aiv.vector", program_cycles(cfg, steps, (pb - pa) * nt), at(mte2[a][-1], f), at(vec[a][-1]),
+                       at(mte3[a][-2] if len(mte3[a]) > 1 else -1))
+                vec[a].append(v)
+                h = op("aiv.mte3", gm.on_chip(Path.UB_TO_L1, (pb - pa) * nt * 2), at(v, f), at(mte3[a][-1]),
+                       at(mte1[j - b] if j >= b else -1, fx))
+                mte3[a].append(h)
+                j += 1
+            qs = [min(t.k0, kb - q) for q in range(ka, kb, t.k0)]
+            d1 = sum(costs.dma_cycles_uncontended(cfg, Path.L1_TO_L0A, mt * q * 2)
+                     + costs.dma_cycles_uncontended(cfg, Path.L1_TO_L0B, q * nt * 2) for q in qs)
+            mte1.append(op("aic.mte1", d1, at(mte3[(j - 1) % n_aiv][-1], fx), at(mte1[-1] if mte1 else -1), at(x, f)))
+    end = op("aic.cube", costs.mmad_cycles(cfg, mt, qs[-1], nt, "bf16"), at(mte1[-1], f))
+    end = op("aic.fixp", gm.write(Path.L0C_TO_GM, mt * nt * 2), at(end, f))
+    att: dict[str, float] = defaultdict(float)
+    busy: dict[str, float] = defaultdict(float)
+    for _, key, dur, _ in ops:
+        busy[key] += dur
+    i = end
+    while i >= 0:
+        e, key, dur, pred = ops[i]
+        att[key] += dur
+        att["flag"] += e - dur - (ops[pred][0] if pred >= 0 else 0.0)
+        i = pred
+    return PipeTime(ops[end][0], "flag:handoff_chain", dict(att), dict(busy))
 
 
 def _dequant_ws_hits(cfg: HardwareConfig, plan, per_core: list, chunks: list, group_k, ring: bool,

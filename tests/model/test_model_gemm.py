@@ -259,6 +259,25 @@ def test_dequant_x_reload_and_the_aivs_lead_over_row_tiles(cfg950):
     assert abs(row["ratio"] - 1) <= TOLERANCE, row["ratio"]
 
 
+def test_decode_dequant_handoff_chain(cfg950, monkeypatch):
+    """Decode dequant over UB->L1 (one row tile): the AIC cannot start before the first chunk is loaded,
+    its scales loaded, dequantized and handed over, and with 7 chunks per tile one AIV carries 4 of them
+    in every other tile. The hand-off recurrence prices both; the pipeline alone left this point at 1.15."""
+    from npusim.model.gemm import model_dequant
+
+    row = run_point(Point("gemm", "dequant", "int8", "950", 4, 4096, 4096), cfg=cfg950)
+    mod = model_dequant(cfg950, 4, 4096, 4096)
+    assert mod.bound_stage == "flag:handoff_chain" and row["model_bound"] == row["sim_leader"] == "load"
+    assert row["tiles_per_core"] >= STEADY_TILES
+    assert abs(row["ratio"] - 1) <= TOLERANCE, row["ratio"]
+    # the chain is a lower bound beside the pipeline's: without it the model is faster, and outside
+    import npusim.model.gemm as gemm_model
+    from npusim.model.base import PipeTime
+    monkeypatch.setattr(gemm_model, "_handoff_chain", lambda *a: PipeTime(0, "none", {}, {}))
+    alone = model_dequant(cfg950, 4, 4096, 4096)
+    assert alone.cycles < mod.cycles and row["sim_cycles"] / alone.cycles > 1 + TOLERANCE
+
+
 def test_group_of():
     assert group_of("aic.cube") == "cube" and group_of("aiv.vector") == "vector"
     assert group_of("aic.mte2:weight") == group_of("hbm") == group_of("aiv.mte2:activation") == "load"
