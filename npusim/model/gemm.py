@@ -75,10 +75,11 @@ class _Aic:
             return   # no reload before this tile: nothing waits on its MTE1
         # MTE1-bound: the slot is free once the last L0A read is done (the last L0B read comes after it);
         # Cube-bound: the last L0A read waits for the Cube's third-last step
-        work = max(d1 - self._last_l0b, dc - sum(self._cube_tail) + (self._first_mte1 or 0))
-        self.aloop.block(a_reload + work + (2 * f if a_reload else 0), 0, 0, 1)  # a loop: no fill/drain of its own
-        for key, v in (("aic.mte2", a_reload), ("aic.cube" if dc >= d1 else "aic.mte1", work),
-                       ("flag", 2 * f if a_reload else 0)):
+        by_mte1, by_cube = d1 - self._last_l0b, dc - sum(self._cube_tail) + (self._first_mte1 or 0)
+        work = max(by_mte1, by_cube)
+        self.aloop.block(a_reload + work + 2 * f, 0, 0, 1)  # a loop: no fill/drain of its own
+        for key, v in (("aic.mte2", a_reload), ("aic.cube" if by_cube > by_mte1 else "aic.mte1", work),
+                       ("flag", 2 * f)):
             self.aloop.parts[key] = self.aloop.parts.get(key, 0) + v
 
     def chunk(self, rows: int, kt: int, nt: int) -> int:
@@ -407,8 +408,9 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
             chain = v_chain + a_chain
             links = v_links + [cross] + a_links
         results.append(((chain, links), aic.hbm, len(ct), len(ct) * len(chunks)))
-    # the AIVs run up to b_buffers L1 chunks ahead of the AIC: a round of int8 misses (a new column
-    # tile) is averaged with the rounds that re-read it from L2 within that lead
+    # the AIVs can run b_buffers chunks ahead of the AIC (its L1 weight slots; the GM workspace lets
+    # them run further): a round of int8 misses (a new column tile) is averaged with the rounds that
+    # re-read it from L2 within that lead
     window = 1 + b_buffers // len(chunks)
     pt, ntiles, items, core = _slowest(_timed(results, cfg, window))
     if direct and t.tiles_m == 1:
@@ -449,9 +451,10 @@ def _handoff_chain(cfg: HardwareConfig, plan, ct: list, chunks: list, group_k, s
     def at(i: int, lag: float = 0.0) -> tuple[float, int]:
         return (ops[i][0] + lag, i) if i >= 0 else (0.0, -1)
 
-    (r0, r1), _ = ct[0]
-    x = op("aic.mte2", gm.read(Path.GM_TO_L1, (r1 - r0) * chunks[-1][1] * 2, True))   # X rows, resident
-    mte2, vec, mte3 = [[-1] for _ in range(n_aiv)], [[-1] for _ in range(n_aiv)], [[-1] for _ in range(n_aiv)]
+    k = chunks[-1][1]
+    x = -1
+    mte2, mte3 = [[-1] for _ in range(n_aiv)], [[-1] for _ in range(n_aiv)]
+    first_step, last_step = [[-1] for _ in range(n_aiv)], [[-1] for _ in range(n_aiv)]
     mte1: list[int] = []
     scales_in_ub: list = [None] * n_aiv
     scales_seen: set = set()
@@ -459,30 +462,40 @@ def _handoff_chain(cfg: HardwareConfig, plan, ct: list, chunks: list, group_k, s
     for i, ((r0, r1), (c0, c1)) in enumerate(ct):
         mt, nt = r1 - r0, c1 - c0
         for ka, kb in chunks:
+            if x < 0 or not plan.a_resident:    # X rows once (resident in L1), else X chunk by chunk
+                xb = mt * (k if plan.a_resident else kb - ka) * 2
+                x = op("aic.mte2", gm.read(Path.GM_TO_L1, xb, True), at(x))
             for pa, pb in quant.dequant_pieces(plan, ka, kb, group_k):
-                a = j % n_aiv
-                lat, bw = gm.miss(Path.GM_TO_UB, (pb - pa) * nt, streams)
-                ld = op("aiv.mte2", max(lat, bw) if i == 0 else lat, at(mte2[a][-1]), at(vec[a][-2] if len(vec[a]) > 1 else -1))
-                mte2[a].append(ld)
+                a, elems = j % n_aiv, (pb - pa) * nt
+                lat, bw = gm.miss(Path.GM_TO_UB, elems, streams)
+                # the codes slot of two chunks back is free once its program's first step has read it
+                mte2[a].append(op("aiv.mte2", max(lat, bw) if i == 0 else lat, at(mte2[a][-1]),
+                                  at(first_step[a][-2] if len(first_step[a]) > 1 else -1)))
                 if group_k is not None or scales_in_ub[a] != c0:
                     scales_in_ub[a] = c0
-                    s_key, s_rows = ((c0,), 1) if group_k is None else ((pa // group_k, c0), ceil(pb / group_k) - pa // group_k)
+                    s_key = (c0,) if group_k is None else (pa // group_k, c0)
+                    nb = 4 * nt * (1 if group_k is None else ceil(pb / group_k) - pa // group_k)
                     hit = cfg.l2.enabled and s_key in scales_seen
                     scales_seen.add(s_key)
-                    nb = 4 * nt * s_rows
-                    mte2[a].append(op("aiv.mte2", gm.read(Path.GM_TO_UB, nb, True) if hit
-                                      else gm.miss(Path.GM_TO_UB, nb, 1)[0], at(mte2[a][-1])))
-                v = op("aiv.vector", program_cycles(cfg, steps, (pb - pa) * nt), at(mte2[a][-1], f), at(vec[a][-1]),
-                       at(mte3[a][-2] if len(mte3[a]) > 1 else -1))
-                vec[a].append(v)
-                h = op("aiv.mte3", gm.on_chip(Path.UB_TO_L1, (pb - pa) * nt * 2), at(v, f), at(mte3[a][-1]),
-                       at(mte1[j - b] if j >= b else -1, fx))
-                mte3[a].append(h)
+                    cyc = gm.read(Path.GM_TO_UB, nb, True) if hit else gm.miss(Path.GM_TO_UB, nb, 1)[0]
+                    mte2[a].append(op("aiv.mte2", cyc, at(mte2[a][-1])))
+                # one op per program step; only the last waits for the out slot of two chunks back
+                v = op("aiv.vector", costs.vector_cycles(cfg, steps[0].vop, elems, steps[0].dtype),
+                       at(mte2[a][-1], f), at(last_step[a][-1]))
+                first_step[a].append(v)
+                for n_step, st in enumerate(steps[1:], 2):
+                    out_free = at(mte3[a][-2] if n_step == len(steps) and len(mte3[a]) > 1 else -1)
+                    v = op("aiv.vector", costs.vector_cycles(cfg, st.vop, elems, st.dtype), at(v), out_free)
+                last_step[a].append(v)
+                mte3[a].append(op("aiv.mte3", gm.on_chip(Path.UB_TO_L1, elems * 2), at(v, f), at(mte3[a][-1]),
+                                  at(mte1[j - b] if j >= b else -1, fx)))
                 j += 1
             qs = [min(t.k0, kb - q) for q in range(ka, kb, t.k0)]
-            d1 = sum(costs.dma_cycles_uncontended(cfg, Path.L1_TO_L0A, mt * q * 2)
-                     + costs.dma_cycles_uncontended(cfg, Path.L1_TO_L0B, q * nt * 2) for q in qs)
-            mte1.append(op("aic.mte1", d1, at(mte3[(j - 1) % n_aiv][-1], fx), at(mte1[-1] if mte1 else -1), at(x, f)))
+            l0a = [costs.dma_cycles_uncontended(cfg, Path.L1_TO_L0A, mt * q * 2) for q in qs]
+            d1 = sum(l0a) + sum(costs.dma_cycles_uncontended(cfg, Path.L1_TO_L0B, q * nt * 2) for q in qs)
+            # the chunk's first L0A read needs only X: it may run before the weights land
+            mte1.append(op("aic.mte1", d1, at(mte3[(j - 1) % n_aiv][-1], fx - l0a[0]),
+                           at(mte1[-1] if mte1 else -1), at(x, f)))
     end = op("aic.cube", costs.mmad_cycles(cfg, mt, qs[-1], nt, "bf16"), at(mte1[-1], f))
     end = op("aic.fixp", gm.write(Path.L0C_TO_GM, mt * nt * 2), at(end, f))
     att: dict[str, float] = defaultdict(float)
