@@ -505,8 +505,9 @@ def _handoff_chain(cfg: HardwareConfig, plan, ct: list, chunks: list, group_k, s
     i = end
     while i >= 0:
         e, key, dur, pred = ops[i]
-        att[key] += dur
-        att["flag"] += e - dur - (ops[pred][0] if pred >= 0 else 0.0)
+        gap = e - dur - (ops[pred][0] if pred >= 0 else 0.0)
+        att[key] += dur + min(gap, 0.0)   # an op started ahead of its predecessor's end counts from there
+        att["flag"] += max(gap, 0.0)
         i = pred
     return PipeTime(ops[end][0], "flag:handoff_chain", dict(att), dict(busy))
 
