@@ -416,8 +416,12 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
     if direct and t.tiles_m == 1:
         # decode over UB->L1: the chunk hand-off's own recurrence is a second lower bound (the fill of
         # the first chunk, and the AIC waiting on whichever AIV has the heavier share of a tile)
-        chained = max(((_handoff_chain(cfg, plan, ct, chunks, group_k, steps, n_aiv * len(per_core)), c)
-                       for c, ct in enumerate(per_core)), key=lambda x: x[0].cycles)
+        # the chain depends on a core's tile shapes only (not which columns): once per distinct sequence
+        shapes: dict[tuple, int] = {}
+        for c, ct in enumerate(per_core):
+            shapes.setdefault(tuple((r1 - r0, c1 - c0) for (r0, r1), (c0, c1) in ct), c)
+        chained = max(((_handoff_chain(cfg, plan, per_core[c], chunks, group_k, steps, n_aiv * len(per_core)), c)
+                       for c in shapes.values()), key=lambda x: x[0].cycles)
         if chained[0].cycles > pt.cycles:
             pt, core = chained
             ntiles, items = len(per_core[core]), len(per_core[core]) * len(chunks)

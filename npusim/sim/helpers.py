@@ -32,8 +32,9 @@ from npusim.numerics.parallel import threads
 _FORK = mp.get_context("fork") if sys.platform == "linux" else None
 # Helpers run at a lower priority (a larger nice value): the parent's timing and replay are the critical
 # path and one thread each, so they keep a core, and the helpers take what is left (on an otherwise idle
-# machine, all of it whenever the parent waits for them; beside other work at nice 0, little). At equal priority, the parent, an inputs child and a reference child
-# share 2 cores three ways, and the 70B decode layer took 34.7 s instead of 31.5 s.
+# machine, all of it whenever the parent waits for them; beside other work at nice 0, little). At equal
+# priority, the parent, an inputs child and a reference child share 2 cores three ways, and the 70B decode
+# layer took 34.7 s instead of 31.5 s.
 HELPER_NICE = 10
 
 

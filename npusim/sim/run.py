@@ -51,9 +51,8 @@ def simulate(graph: KernelGraph, cfg: HardwareConfig, *, seed: int = 0, numerics
     With numerics, the work that does not depend on the timing runs beside it, in forked helper processes
     (npusim/sim/helpers.py; a thread or after the replay where forking is not safe): the inputs (random
     tensors, quantized weights) are made while the machine times the ops, and the reference output while
-    the replay computes the simulated one. Every piece is a
-    pure function of (graph, seed): the results are those of one after the other, which is what
-    NPUSIM_THREADS=1 runs (npusim/numerics/parallel.py).
+    the replay computes the simulated one. Every piece is a pure function of (graph, seed): the results
+    are those of one after the other, which is what NPUSIM_THREADS=1 runs (npusim/numerics/parallel.py).
 
     inputs: this graph's inputs, started ahead (InputsAhead), instead of starting them here.
     before_replay: called once the reference child is forked, before the replay: a step of kernels starts
