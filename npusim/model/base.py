@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from functools import partial
 from operator import itemgetter
 from math import ceil
 from typing import Callable, Iterable
@@ -272,18 +271,36 @@ def l2_replay(cfg: HardwareConfig, per_core: list, chunks: list, chunk_accesses:
     {(core, i, ka, tag)} of the reads that hit (ka is None for tile accesses)."""
     cache = L2Cache(cfg.l2.capacity_bytes)  # the simulator's cache policy, not a copy of it
     hits: set[tuple] = set()
-    run = partial(_replay_accesses, cache, hits)
+    turn: dict[tuple, int] = defaultdict(int)
     for key, nbytes in before:
         cache.fill(key, nbytes, "", dirty=True)
     for i in range(max(len(ct) for ct in per_core)):
         live = [(core, ct[i]) for core, ct in enumerate(per_core) if i < len(ct)]
         for ka, kb in chunks:
+            readers: dict[tuple, list] = defaultdict(list)
             for core, tile in live:
-                run(core, i, ka, chunk_accesses(core, i, tile, ka, kb))
+                _replay_accesses(cache, hits, core, i, ka, chunk_accesses(core, i, tile, ka, kb), readers)
+            _rotate_misses(hits, i, ka, readers, turn)
         if tile_accesses is not None:
             for core, tile in live:
-                run(core, i, None, tile_accesses(core, i, tile))
+                _replay_accesses(cache, hits, core, i, None, tile_accesses(core, i, tile))
     return hits
+
+
+def _rotate_misses(hits: set, i, ka, readers: dict, turn: dict) -> None:
+    """Hand the one miss of a block that several cores read in the same step to its readers in turn.
+    Whichever core arrives first misses, and its HBM read puts it behind the others, so in the simulation
+    the misses of a shared block rotate among its readers; lockstep order would charge them all to the
+    lowest core and make it the slowest by the whole group's misses (docs/formulas.md, section 1)."""
+    for (tag, _), cores in readers.items():
+        missed = [c for c in cores if (c, i, ka, tag) not in hits]
+        if len(cores) < 2 or len(missed) != 1:
+            continue
+        group = (tag, tuple(cores))
+        pay = cores[turn[group] % len(cores)]
+        turn[group] += 1
+        hits.add((missed[0], i, ka, tag))
+        hits.discard((pay, i, ka, tag))
 
 
 def l2_replay_timed(cfg: HardwareConfig, events: list) -> set[tuple]:
@@ -296,11 +313,14 @@ def l2_replay_timed(cfg: HardwareConfig, events: list) -> set[tuple]:
     return hits
 
 
-def _replay_accesses(cache: L2Cache, hits: set, core, i, ka, accesses) -> None:
+def _replay_accesses(cache: L2Cache, hits: set, core, i, ka, accesses, readers: dict | None = None) -> None:
     for tag, key, nbytes, write in accesses:
         if write:
             cache.fill(key, nbytes, "", dirty=True)
-        elif cache.read(key):
+            continue
+        if readers is not None:
+            readers[(tag, key)].append(core)
+        if cache.read(key):
             hits.add((core, i, ka, tag))
         else:
             cache.fill(key, nbytes, "", dirty=False)

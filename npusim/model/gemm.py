@@ -206,11 +206,10 @@ def model_native(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None 
     w_hits = _native_w_hits(cfg, per_core, chunks) if l2 else set()
     w_streams = _w_streams(cfg, k * n * 2, per_core, chunks, w_hits)
     tr = Traffic()
-    x_seen: set = set()
     results = []
-    # W misses per round (the i-th tile of every core): they share HBM
-    streams = [sum(1 for c, ct in enumerate(per_core) if i < len(ct) and (c, i, chunks[0][0], "w") not in w_hits)
-               for i in range(max(len(ct) for ct in per_core))]
+    # cores missing per round (the i-th tile of every core): they share HBM (a core's MTE2 reads one at a time)
+    streams = [sum(any((c, i, chunks[0][0], tag) not in w_hits for tag in ("x", "w"))
+                   for c, ct in enumerate(per_core) if i < len(ct)) for i in range(max(len(ct) for ct in per_core))]
     for core, ct in enumerate(per_core):
         aic = _Aic(cfg, t.k0, 2, 2, "bf16", t.l0c_slots)
         # W streamed from HBM for the whole kernel: the cores drift apart and each one's X reads from L2
@@ -220,25 +219,23 @@ def model_native(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None 
             set_round(aic.stages(), i)
             mt, nt = r1 - r0, c1 - c0
             for ka, kb in chunks:
-                w_hit = (core, i, ka, "w") in w_hits
                 kt = kb - ka
-                x_hit = l2 and (r0, ka) in x_seen
-                x_seen.add((r0, ka))
-                tr.rd(R.ACTIVATION, mt * kt * 2, x_hit)
-                tr.rd(R.WEIGHT, kt * nt * 2, w_hit)
-                if w_hit:
-                    ld = gm.read(Path.GM_TO_L1, mt * kt * 2, True) + gm.read(Path.GM_TO_L1, kt * nt * 2, True)
-                    aic.mte2.add(ld)
-                else:
-                    x_rd = gm.read(Path.GM_TO_L1, mt * kt * 2, True)
-                    aic.mte2.add(x_rd)
-                    miss = gm.miss(Path.GM_TO_L1, kt * nt * 2, streams[i])
-                    aic.mte2.add_miss(miss)
-                    ld = aic.with_miss(x_rd, miss)
+                own, miss = 0, None
+                for tag, role, nbytes in (("x", R.ACTIVATION, mt * kt * 2), ("w", R.WEIGHT, kt * nt * 2)):
+                    hit = (core, i, ka, tag) in w_hits
+                    tr.rd(role, nbytes, hit)
+                    if hit:
+                        own += gm.read(Path.GM_TO_L1, nbytes, True)
+                    else:
+                        one = gm.miss(Path.GM_TO_L1, nbytes, streams[i])
+                        miss = one if miss is None else (miss[0] + one[0], miss[1] + one[1])
+                        aic.mte2.add_miss(one)
+                aic.mte2.add(own)
+                ld = own if miss is None else aic.with_miss(own, miss)
                 aic.l1_slots(ld, mt, kt, nt)
-                if not w_hit:
+                if (core, i, ka, "w") not in w_hits:
                     aic.hbm.add(kt * nt * 2)
-                if not l2:
+                if (core, i, ka, "x") not in w_hits:
                     aic.hbm.add(mt * kt * 2)
                 aic.chunk(mt, kt, nt)
             tr.wr(R.OUTPUT, mt * nt * 2)
