@@ -204,7 +204,6 @@ def model_native(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None 
     # Round-robin row-major: a W tile is re-read one pass over the row later; which reads still hit L2
     # is found by replaying the kernel's GM accesses through the simulator's L2 (_native_w_hits).
     w_hits = _native_w_hits(cfg, per_core, chunks) if l2 else set()
-    w_streams = _w_streams(cfg, k * n * 2, per_core, chunks, w_hits)
     tr = Traffic()
     results = []
     # cores missing per round (the i-th tile of every core): they share HBM (a core's MTE2 reads one at a time)
@@ -212,9 +211,9 @@ def model_native(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None 
                    for c, ct in enumerate(per_core) if i < len(ct)) for i in range(max(len(ct) for ct in per_core))]
     for core, ct in enumerate(per_core):
         aic = _Aic(cfg, t.k0, 2, 2, "bf16", t.l0c_slots)
-        # W streamed from HBM for the whole kernel: the cores drift apart and each one's X reads from L2
-        # overlap the others' W streaming (docs/formulas.md, section 1)
-        aic.mte2.overlap = w_streams
+        # the cores do not move in lockstep (a shared block's miss puts its reader behind; HBM shares
+        # stagger them): each one's L2 reads overlap the others' HBM reads (docs/formulas.md, section 1)
+        aic.mte2.overlap = True
         for i, ((r0, r1), (c0, c1)) in enumerate(ct):
             set_round(aic.stages(), i)
             mt, nt = r1 - r0, c1 - c0
@@ -249,7 +248,7 @@ def model_native(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None 
 
 
 def _w_streams(cfg: HardwareConfig, w_bytes: int, per_core: list, chunks: list, w_hits: set) -> bool:
-    """Whether the AIC streams W from HBM for the whole kernel (docs/formulas.md, section 1): W does not
+    """Whether MSD's AIC streams W from HBM for the whole kernel (docs/formulas.md, section 1): W does not
     fit L2, or the replay has W chunk reads missing after the cores' first tiles (columns read for the
     first time later on, or re-read after X, Y and the rest evicted them although W alone would fit)."""
     if not cfg.l2.enabled:
