@@ -58,6 +58,7 @@ class _Aic:
         self.l0c_slots = l0c_slots
         self._t0 = (0.0, 0.0)
         self._first_mte1, self._cube_tail, self._last_l0b = None, [], 0
+        self._reloads = 0
 
     def tile_start(self) -> None:
         self._t0 = (self.mte1.busy, self.cube.busy)
@@ -73,6 +74,11 @@ class _Aic:
         d1, dc = self.mte1.busy - self._t0[0], self.cube.busy - self._t0[1]
         if not a_reload:
             return   # no reload before this tile: nothing waits on its MTE1
+        # the core's first load of A waits for nothing: it runs beside the fill ahead of this position
+        # (the weights' first chunk), and MTE2 already carries it
+        first, self._reloads = not self._reloads, self._reloads + 1
+        if first:
+            a_reload = 0
         # MTE1-bound: the slot is free once the last L0A read is done (the last L0B read comes after it);
         # Cube-bound: the last L0A read waits for the Cube's third-last step
         by_mte1, by_cube = d1 - self._last_l0b, dc - sum(self._cube_tail) + (self._first_mte1 or 0)
@@ -308,6 +314,7 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
         wq_seen: set = set()
         ws_in_ub: list = [None] * n_aiv   # per AIV: the column tile whose per-channel scales are in UB
         x_rows = None
+        x_first = 0   # the core's first load of resident X rows
         chunk_no = 0
         for i, ((r0, r1), (c0, c1)) in enumerate(ct):
             set_round(aic.stages() + [st for a in aivs for st in a.values()] + [slot_loop], i)
@@ -330,6 +337,7 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
                     mte2 += gm.read(Path.GM_TO_L1, xb, True)
                     if resident:
                         a_reload = gm.read(Path.GM_TO_L1, xb, True)
+                        x_first = x_first or a_reload
                     if not l2:
                         aic.hbm.add(xb)
                 # the AIV pieces of this chunk (quant.dequant_pieces), each produced once per column tile
@@ -403,6 +411,9 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
             a_chain[0] = [aic.mte2]
             chain = v_chain + a_chain
             links = v_links + [cross] + a_links
+            # the first X load waits for nothing: it runs beside the AIVs' first piece, so it is not
+            # part of the fill ahead of the AIC's MTE1 (the MTE2 stage's own busy cycles keep it)
+            aic.mte2.first -= x_first
         results.append(((chain, links), aic.hbm, len(ct), len(ct) * len(chunks)))
     # the AIVs can run b_buffers chunks ahead of the AIC (its L1 weight slots; the GM workspace lets
     # them run further): a round of int8 misses (a new column tile) is averaged with the rounds that

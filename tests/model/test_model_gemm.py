@@ -319,6 +319,20 @@ def test_dequant_x_reload_and_the_aivs_lead_over_row_tiles(cfg950):
     assert abs(row["ratio"] - 1) <= TOLERANCE, row["ratio"]
 
 
+@pytest.mark.parametrize("hw", ["910b", "950"])
+def test_decode_first_x_load_runs_beside_the_fill(hw):
+    """Decode dequant 16x7168x576 (X resident, one tile per core): the core's first X load waits for no
+    previous tile, so there is no A-slot loop, and (GM workspace) it runs beside the AIVs' first piece
+    rather than in series with it. Both charged, the model was at 0.79 (910b) and 0.77 (950)."""
+    from npusim.model.gemm import model_dequant
+
+    cfg = load_config(hw)
+    mod = model_dequant(cfg, 16, 7168, 576)
+    assert mod.plan["a_resident_in_l1"] and mod.bound_stage != "flag:a_slot_loop"
+    row = run_point(Point("gemm", "dequant", "int8", hw, 16, 7168, 576), cfg=cfg)
+    assert abs(row["ratio"] - 1) <= TOLERANCE, row["ratio"]
+
+
 def test_decode_dequant_handoff_chain(cfg950, monkeypatch):
     """Decode dequant over UB->L1 (one row tile): the AIC cannot start before the first chunk is loaded,
     its scales loaded, dequantized and handed over, and with 7 chunks per tile one AIV carries 4 of them
