@@ -302,7 +302,12 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
     ring = workspace_is_ring(t, direct)
     if ring:
         tr.dirty += len(per_core) * WORKSPACE_RING * t.k1 * t.n0 * 2
-    hits = _dequant_ws_hits(cfg, plan, per_core, chunks, group_k, ring, steps) if l2 and not direct else set()
+    if not l2:
+        hits = set()
+    elif direct:
+        hits = _dequant_wq_hits(cfg, plan, per_core, chunks, group_k)
+    else:
+        hits = _dequant_ws_hits(cfg, plan, per_core, chunks, group_k, ring, steps)
     x_seen: set = set()
     results = []
     for core, ct in enumerate(per_core):
@@ -348,7 +353,9 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
                     ai = chunk_no % n_aiv
                     a = aivs[ai]
                     chunk_no += 1
-                    q_hit = l2 and (pa, c0) in wq_seen
+                    # direct: every tile dequantizes its chunks again, and the replay says whether the
+                    # int8 piece a row tile re-reads is still in L2 (W may exceed it)
+                    q_hit = (core, i, ka, "wq") in hits if direct else l2 and (pa, c0) in wq_seen
                     wq_seen.add((pa, c0))
                     s_rows = 1 if group_k is None else ceil(pb / group_k) - pa // group_k
                     s_key = (c0,) if group_k is None else (pa // group_k, c0)
@@ -557,6 +564,31 @@ def _dequant_ws_hits(cfg: HardwareConfig, plan, per_core: list, chunks: list, gr
             yield "wq", ("wq", ((pa, pb), (c0, c1))), (pb - pa) * nt, False
             yield "ws_write", ("ws", ((pa, pb), (c0, c1))), (pb - pa) * nt * 2, True
         yield "ws", ("ws", ((ka, kb), (c0, c1))), kt * nt * 2, False
+
+    def tile_end(core, i, tile):
+        (r0, r1), (c0, c1) = tile
+        yield "y", ("y", ((r0, r1), (c0, c1))), (r1 - r0) * (c1 - c0) * 2, True
+
+    return l2_replay(cfg, per_core, chunks, chunk, tile_end)
+
+
+def _dequant_wq_hits(cfg: HardwareConfig, plan, per_core: list, chunks: list, group_k) -> set[tuple]:
+    """(core, round, K chunk start, "wq") of the int8 weight reads that hit L2 with the UB->L1 hand-off,
+    where every tile dequantizes its chunks again: l2_replay of X reads, int8 piece reads (the piece is the
+    chunk) and Y writes in lockstep order (the L1 weight slots hold the AIVs to a few chunks ahead)."""
+    k = chunks[-1][1]
+    x_rows = [None] * len(per_core)
+
+    def chunk(core, i, tile, ka, kb):
+        (r0, r1), (c0, c1) = tile
+        mt, nt, kt = r1 - r0, c1 - c0, kb - ka
+        if not plan.a_resident:
+            yield "x", ("x", ((r0, r1), (ka, kb))), mt * kt * 2, False
+        elif x_rows[core] != (r0, r1):
+            x_rows[core] = (r0, r1)
+            yield "x", ("x", ((r0, r1), (0, k))), mt * k * 2, False
+        for pa, pb in quant.dequant_pieces(plan, ka, kb, group_k):
+            yield "wq", ("wq", ((pa, pb), (c0, c1))), (pb - pa) * nt, False
 
     def tile_end(core, i, tile):
         (r0, r1), (c0, c1) = tile

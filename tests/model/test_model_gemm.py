@@ -319,6 +319,18 @@ def test_dequant_x_reload_and_the_aivs_lead_over_row_tiles(cfg950):
     assert abs(row["ratio"] - 1) <= TOLERANCE, row["ratio"]
 
 
+def test_direct_dequant_rereads_int8_w_beyond_l2_from_hbm():
+    """UB->L1 dequant dequantizes every tile's chunks again: with two row tiles per column and an int8 W
+    (32 MiB) larger than L2 (8 MiB here), the second row tile re-reads its column from HBM after every
+    core has read its own. The replay counts both reads, as the simulation does; "hits if read before"
+    counted one and left the model at 1.41 (the grid's 950 64x28672x8192: 1.39 -> 1.01)."""
+    cfg = load_config("950", ['l2.capacity="8MiB"'])
+    row = run_point(Point("gemm", "dequant", "int8", "950", 64, 4096, 8192), cfg=cfg)
+    assert row["meta"]["handoff"] == "ub_to_l1" and row["meta"]["tiling"]["m0"] == 32
+    assert row["model_hbm_bytes"] == row["sim_hbm_bytes"] > 2 * 4096 * 8192
+    assert abs(row["ratio"] - 1) <= TOLERANCE, row["ratio"]
+
+
 @pytest.mark.parametrize("hw", ["910b", "950"])
 def test_decode_first_x_load_runs_beside_the_fill(hw):
     """Decode dequant 16x7168x576 (X resident, one tile per core): the core's first X load waits for no
