@@ -427,9 +427,10 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
     # re-read it from L2 within that lead
     window = 1 + b_buffers // len(chunks)
     pt, ntiles, items, core = _slowest(_timed(results, cfg, window))
-    if direct and t.tiles_m == 1:
-        # decode over UB->L1: the chunk hand-off's own recurrence is a second lower bound (the fill of
-        # the first chunk, and the AIC waiting on whichever AIV has the heavier share of a tile)
+    if t.tiles_m == 1:
+        # decode: the chunk hand-off's own recurrence is a second lower bound (the fill of the first
+        # chunk, the AIC waiting on whichever AIV has the heavier share of a tile, and the tail of small
+        # chunks the AIC works through after the AIVs are done)
         # the chain depends on a core's tile shapes only (not which columns): once per distinct sequence
         shapes: dict[tuple, int] = {}
         for c, ct in enumerate(per_core):
@@ -456,6 +457,7 @@ def _handoff_chain(cfg: HardwareConfig, plan, ct: list, chunks: list, group_k, s
     except that every AIV of the chip starts together: the first tile's loads take their bandwidth share
     when it is the larger. The critical path is walked back to attribute the cycles."""
     t, b = plan.tiling, plan.b_buffers
+    direct = cfg.dma.ub_to_l1 is not None
     gm = Gm(cfg)
     f, fx = cfg.sync.intra_core_flag_cycles, cfg.sync.cross_core_flag_cycles
     n_aiv = min(2, cfg.chip.aiv_per_core)
@@ -474,6 +476,7 @@ def _handoff_chain(cfg: HardwareConfig, plan, ct: list, chunks: list, group_k, s
     mte2, mte3 = [[-1] for _ in range(n_aiv)], [[-1] for _ in range(n_aiv)]
     first_step, last_step = [[-1] for _ in range(n_aiv)], [[-1] for _ in range(n_aiv)]
     mte1: list[int] = []
+    ld: list[int] = []      # GM workspace: the AIC's read of each chunk from the ring
     scales_in_ub: list = [None] * n_aiv
     scales_seen: set = set()
     j = 0
@@ -482,7 +485,8 @@ def _handoff_chain(cfg: HardwareConfig, plan, ct: list, chunks: list, group_k, s
         for ka, kb in chunks:
             if x < 0 or not plan.a_resident:    # X rows once (resident in L1), else X chunk by chunk
                 xb = mt * (k if plan.a_resident else kb - ka) * 2
-                x = op("aic.mte2", gm.read(Path.GM_TO_L1, xb, True), at(x))
+                x = op("aic.mte2", gm.read(Path.GM_TO_L1, xb, True), at(x), at(ld[-1] if ld else -1))
+            written = []
             for pa, pb in quant.dequant_pieces(plan, ka, kb, group_k):
                 a, elems = j % n_aiv, (pb - pa) * nt
                 lat, bw = gm.miss(Path.GM_TO_UB, elems, streams)
@@ -505,14 +509,30 @@ def _handoff_chain(cfg: HardwareConfig, plan, ct: list, chunks: list, group_k, s
                     out_free = at(mte3[a][-2] if n_step == len(steps) and len(mte3[a]) > 1 else -1)
                     v = op("aiv.vector", costs.vector_cycles(cfg, st.vop, elems, st.dtype), at(v), out_free)
                 last_step[a].append(v)
-                mte3[a].append(op("aiv.mte3", gm.on_chip(Path.UB_TO_L1, elems * 2), at(v, f), at(mte3[a][-1]),
-                                  at(mte1[j - b] if j >= b else -1, fx)))
+                if direct:    # into L1 slot j mod b, once the MTE1 has read the chunk b back
+                    mte3[a].append(op("aiv.mte3", gm.on_chip(Path.UB_TO_L1, elems * 2), at(v, f),
+                                      at(mte3[a][-1]), at(mte1[j - b] if j >= b else -1, fx)))
+                else:         # into ring slot c mod R, once the AIC has read the chunk R back
+                    c = len(ld)
+                    mte3[a].append(op("aiv.mte3", gm.write(Path.UB_TO_GM, elems * 2), at(v, f),
+                                      at(mte3[a][-1]), at(ld[c - WORKSPACE_RING] if c >= WORKSPACE_RING else -1, fx)))
+                written.append(mte3[a][-1])
                 j += 1
             qs = [min(t.k0, kb - q) for q in range(ka, kb, t.k0)]
             l0a = [costs.dma_cycles_uncontended(cfg, Path.L1_TO_L0A, mt * q * 2) for q in qs]
             d1 = sum(l0a) + sum(costs.dma_cycles_uncontended(cfg, Path.L1_TO_L0B, q * nt * 2) for q in qs)
+            if direct:
+                landed = at(written[-1], fx)
+            else:
+                # the AIC reads the chunk from L2 once all its pieces are written (cross-core flag), after
+                # its previous MTE2 op and once the MTE1 has read L1 slot c mod b (chunk c - b)
+                c = len(ld)
+                ld.append(op("aic.mte2", gm.read(Path.GM_TO_L1, (kb - ka) * nt * 2, True),
+                             *(at(w, fx) for w in written), at(ld[-1] if ld else -1), at(x),
+                             at(mte1[c - b] if c >= b else -1, f)))
+                landed = at(ld[-1], f)
             # the chunk's first L0A read needs only X: it may run before the weights land
-            mte1.append(op("aic.mte1", d1, at(mte3[(j - 1) % n_aiv][-1], fx - l0a[0]),
+            mte1.append(op("aic.mte1", d1, (landed[0] - l0a[0], landed[1]),
                            at(mte1[-1] if mte1 else -1), at(x, f)))
     end = op("aic.cube", costs.mmad_cycles(cfg, mt, qs[-1], nt, "bf16"), at(mte1[-1], f))
     end = op("aic.fixp", gm.write(Path.L0C_TO_GM, mt * nt * 2), at(end, f))

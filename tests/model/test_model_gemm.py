@@ -379,6 +379,22 @@ def test_handoff_chain_stays_below_the_simulation(cfg950, shape):
     assert mod.cycles <= sim and sim / mod.cycles - 1 <= TOLERANCE, (mod.cycles, sim)
 
 
+@pytest.mark.parametrize("shape", [(1, 7168, 576), (16, 7168, 1536), (1, 14336, 4096)])
+def test_handoff_chain_over_the_gm_workspace_ring(cfg910, shape):
+    """910b decode dequant: pieces written to the workspace ring (a slot free once the AIC has read the
+    chunk 8 back), the AIC reading each chunk once all its pieces are written. Where the chain binds the
+    simulation cannot be faster, and its tail of quarter chunks after the AIVs' last piece is what the
+    pipeline missed (1x7168x576 and 1x7168x1536 were at 1.10, 16x7168x1536 at 0.86 and 1.12)."""
+    from npusim.model.gemm import model_dequant
+    from npusim.sim.run import simulate
+
+    mod = model_dequant(cfg910, *shape)
+    sim = simulate(build_gemm(cfg910, *shape, method="dequant", weights="int8"), cfg910, numerics=False).cycles
+    assert mod.plan["handoff"] == "gm_workspace" and mod.bound_stage == "flag:handoff_chain"
+    assert mod.plan["a_resident_in_l1"] == (shape[1] == 7168)   # K = 14336: X chunk by chunk
+    assert mod.cycles <= sim and sim / mod.cycles - 1 <= TOLERANCE, (mod.cycles, sim)
+
+
 def test_group_of():
     assert group_of("aic.cube") == "cube" and group_of("aiv.vector") == "vector"
     assert group_of("aic.mte2:weight") == group_of("hbm") == group_of("aiv.mte2:activation") == "load"
