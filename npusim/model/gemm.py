@@ -698,7 +698,9 @@ def _msd_w_hits(cfg: HardwareConfig, plan, p: int, per_core: list, chunks: list,
 
 @register("gemm", "msd")
 def model_msd(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None = None, passes: int = 2,
-              **_) -> ModelResult:
+              w_overlap: bool | None = None, **_) -> ModelResult:
+    """w_overlap: take the overlapped form of the AIC's W misses (True) or the lockstep form (False)
+    rather than the rule of docs/formulas.md, section 1 (None); verify uses it to bound a miss."""
     quant.check_method(cfg, "msd", "int8", passes)
     cores = check_shape(cfg, m, k, n, cores)
     p = passes
@@ -760,7 +762,7 @@ def model_msd(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None = N
     hits = _msd_w_hits(cfg, plan, p, per_core, chunks, row_blocks, pieces, direct_out) if l2 else set()
     streams = [sum(1 for c, ct in enumerate(per_core) if i < len(ct) and (c, i, chunks[0][0], "w") not in hits)
                for i in range(max(len(ct) for ct in per_core))]
-    w_streams = _w_streams(cfg, k * n, per_core, chunks, hits)
+    w_streams = _w_streams(cfg, k * n, per_core, chunks, hits) if w_overlap is None else w_overlap
     for core, ct in enumerate(per_core):
         aic = _Aic(cfg, t.k0, 1, 1, "int8", t.l0c_slots)
         # int8 W larger than L2: streamed from HBM for the whole kernel, as native's (docs/formulas.md 1)

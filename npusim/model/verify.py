@@ -246,6 +246,13 @@ def _note(row: dict, cfg: HardwareConfig, sim_hbm_read_bytes: int) -> str | None
     elif row["ratio"] > 1:
         why.append("simulation slower than the model: pipes of near-equal load with two-slot buffers stall "
                    "each other; the model charges only the slowest")
+    elif row["method"] == "msd" and row["model_bound"] == "load" and \
+            (alt := _msd_overlapped_cycles(row, cfg)) <= row["sim_cycles"] < row["model_cycles"]:
+        why.append(f"simulation faster than the model: it lies between the lockstep form of the AIC's W misses "
+                   f"(the model, {row['model_cycles']:,} cycles: the stacked-A reads from L2 in series with the "
+                   f"core's share of HBM) and the overlapped form ({alt:,}: the A reads hidden under the other "
+                   f"cores' W stream); the model takes the overlapped form only where W streams from HBM for "
+                   f"the whole kernel, as it is too fast on other short MSD points (docs/formulas.md, section 1)")
     elif row["sim_hbm_bytes"] < 0.9 * row["model_hbm_bytes"]:
         why.append(f"the simulation's reads hit L2 more often than the model's lockstep replay (HBM bytes: sim "
                    f"{row['sim_hbm_bytes']:,}, model {row['model_hbm_bytes']:,}): a working set just above L2, "
@@ -259,6 +266,11 @@ def _note(row: dict, cfg: HardwareConfig, sim_hbm_read_bytes: int) -> str | None
         why.append("simulation faster than the model: the simulator overlaps fill, drain or first-byte latencies "
                    "that the model charges in sequence")
     return "; ".join(why)
+
+
+def _msd_overlapped_cycles(row: dict, cfg: HardwareConfig) -> int:
+    from npusim.model.gemm import model_msd
+    return model_msd(cfg, row["m"], row["k"], row["n"], passes=row["passes"], w_overlap=True).cycles
 
 
 def summarize(rows: list[dict]) -> dict:
