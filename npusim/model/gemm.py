@@ -565,6 +565,21 @@ def _dequant_ws_hits(cfg: HardwareConfig, plan, per_core: list, chunks: list, gr
     before its pieces exist), priced with the uncontended Cube and Vector costs."""
     if not ring:
         return l2_replay_timed(cfg, _dequant_timed_events(cfg, plan, per_core, chunks, group_k, steps))
+    return _dequant_lockstep_hits(cfg, plan, per_core, chunks, group_k, direct=False)
+
+
+def _dequant_wq_hits(cfg: HardwareConfig, plan, per_core: list, chunks: list, group_k) -> set[tuple]:
+    """(core, round, K chunk start, "wq") of the int8 weight reads that hit L2 with the UB->L1 hand-off,
+    where every tile dequantizes its chunks again (the piece is the chunk): lockstep order, as the L1
+    weight slots hold the AIVs to a few chunks ahead."""
+    return _dequant_lockstep_hits(cfg, plan, per_core, chunks, group_k, direct=True)
+
+
+def _dequant_lockstep_hits(cfg: HardwareConfig, plan, per_core: list, chunks: list, group_k,
+                           direct: bool) -> set[tuple]:
+    """l2_replay of a dequant schedule in lockstep order: X reads, the AIVs' int8 piece reads (UB->L1:
+    every tile; GM workspace: once per column tile, with the bf16 piece written to the workspace and the
+    AIC's chunk read from it) and the Y writes."""
     k = chunks[-1][1]
     produced = [set() for _ in per_core]
     x_rows = [None] * len(per_core)
@@ -578,37 +593,16 @@ def _dequant_ws_hits(cfg: HardwareConfig, plan, per_core: list, chunks: list, gr
             x_rows[core] = (r0, r1)
             yield "x", ("x", ((r0, r1), (0, k))), mt * k * 2, False
         for pa, pb in quant.dequant_pieces(plan, ka, kb, group_k):
+            if direct:
+                yield "wq", ("wq", ((pa, pb), (c0, c1))), (pb - pa) * nt, False
+                continue
             if (pa, c0) in produced[core]:
                 continue
             produced[core].add((pa, c0))
             yield "wq", ("wq", ((pa, pb), (c0, c1))), (pb - pa) * nt, False
             yield "ws_write", ("ws", ((pa, pb), (c0, c1))), (pb - pa) * nt * 2, True
-        yield "ws", ("ws", ((ka, kb), (c0, c1))), kt * nt * 2, False
-
-    def tile_end(core, i, tile):
-        (r0, r1), (c0, c1) = tile
-        yield "y", ("y", ((r0, r1), (c0, c1))), (r1 - r0) * (c1 - c0) * 2, True
-
-    return l2_replay(cfg, per_core, chunks, chunk, tile_end)
-
-
-def _dequant_wq_hits(cfg: HardwareConfig, plan, per_core: list, chunks: list, group_k) -> set[tuple]:
-    """(core, round, K chunk start, "wq") of the int8 weight reads that hit L2 with the UB->L1 hand-off,
-    where every tile dequantizes its chunks again: l2_replay of X reads, int8 piece reads (the piece is the
-    chunk) and Y writes in lockstep order (the L1 weight slots hold the AIVs to a few chunks ahead)."""
-    k = chunks[-1][1]
-    x_rows = [None] * len(per_core)
-
-    def chunk(core, i, tile, ka, kb):
-        (r0, r1), (c0, c1) = tile
-        mt, nt, kt = r1 - r0, c1 - c0, kb - ka
-        if not plan.a_resident:
-            yield "x", ("x", ((r0, r1), (ka, kb))), mt * kt * 2, False
-        elif x_rows[core] != (r0, r1):
-            x_rows[core] = (r0, r1)
-            yield "x", ("x", ((r0, r1), (0, k))), mt * k * 2, False
-        for pa, pb in quant.dequant_pieces(plan, ka, kb, group_k):
-            yield "wq", ("wq", ((pa, pb), (c0, c1))), (pb - pa) * nt, False
+        if not direct:
+            yield "ws", ("ws", ((ka, kb), (c0, c1))), kt * nt * 2, False
 
     def tile_end(core, i, tile):
         (r0, r1), (c0, c1) = tile
