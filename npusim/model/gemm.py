@@ -129,8 +129,9 @@ class _Aic:
         self._l1_tail = (f + first + cube, self.l1loop.cur)
 
     def with_miss(self, own: float, miss: tuple[int, float]) -> float:
-        """A chunk's load time for the slot recurrence: its L2 reads (`own`) and one W miss, as
-        Stage.settle prices them (beside the W stream where the cores drift apart, else after it)."""
+        """A chunk's load time for the slot recurrence: its L2 reads (`own`) and its misses (`miss`, their
+        summed latency and bandwidth terms), as Stage.settle prices them (beside the HBM stream where the
+        cores drift apart, else after it)."""
         lat, bw = miss
         return max(own + lat, bw) if self.mte2.overlap else own + max(lat, bw)
 
@@ -208,12 +209,14 @@ def model_native(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None 
     gm = Gm(cfg)
     l2 = cfg.l2.enabled
     # Round-robin row-major: a W tile is re-read one pass over the row later; which reads still hit L2
-    # is found by replaying the kernel's GM accesses through the simulator's L2 (_native_w_hits).
-    w_hits = _native_w_hits(cfg, per_core, chunks) if l2 else set()
+    # is found by replaying the kernel's GM accesses through the simulator's L2 (_native_hits).
+    hits = _native_hits(cfg, per_core, chunks) if l2 else set()
     tr = Traffic()
     results = []
-    # cores missing per round (the i-th tile of every core): they share HBM (a core's MTE2 reads one at a time)
-    streams = [sum(any((c, i, chunks[0][0], tag) not in w_hits for tag in ("x", "w"))
+    # streams of round r: the cores missing in its first K chunk, where each shared block's miss is on its
+    # first reader in turn (an empirical choice, docs/formulas.md, S_r: counting every core that misses
+    # in any chunk of the round put 15-23 native points per preset outside 10 %)
+    streams = [sum(any((c, i, chunks[0][0], tag) not in hits for tag in ("x", "w"))
                    for c, ct in enumerate(per_core) if i < len(ct)) for i in range(max(len(ct) for ct in per_core))]
     for core, ct in enumerate(per_core):
         aic = _Aic(cfg, t.k0, 2, 2, "bf16", t.l0c_slots)
@@ -227,7 +230,7 @@ def model_native(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None 
                 kt = kb - ka
                 own, miss = 0, None
                 for tag, role, nbytes in (("x", R.ACTIVATION, mt * kt * 2), ("w", R.WEIGHT, kt * nt * 2)):
-                    hit = (core, i, ka, tag) in w_hits
+                    hit = (core, i, ka, tag) in hits
                     tr.rd(role, nbytes, hit)
                     if hit:
                         own += gm.read(Path.GM_TO_L1, nbytes, True)
@@ -238,9 +241,9 @@ def model_native(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None 
                 aic.mte2.add(own)
                 ld = own if miss is None else aic.with_miss(own, miss)
                 aic.l1_slots(ld, mt, kt, nt)
-                if (core, i, ka, "w") not in w_hits:
+                if (core, i, ka, "w") not in hits:
                     aic.hbm.add(kt * nt * 2)
-                if (core, i, ka, "x") not in w_hits:
+                if (core, i, ka, "x") not in hits:
                     aic.hbm.add(mt * kt * 2)
                 aic.chunk(mt, kt, nt)
             tr.wr(R.OUTPUT, mt * nt * 2)
@@ -256,16 +259,17 @@ def model_native(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None 
 def _w_streams(cfg: HardwareConfig, w_bytes: int, per_core: list, chunks: list, w_hits: set) -> bool:
     """Whether MSD's AIC streams W from HBM for the whole kernel (docs/formulas.md, section 1): W does not
     fit L2, or the replay has W chunk reads missing after the cores' first tiles (columns read for the
-    first time later on, or re-read after X, Y and the rest evicted them although W alone would fit)."""
+    first time later on, or re-read after the stacked A, Y and the rest evicted them although W alone
+    would fit)."""
     if not cfg.l2.enabled:
         return False
     return w_bytes > cfg.l2.capacity_bytes or any(
         (c, i, ka, "w") not in w_hits for c, ct in enumerate(per_core) for i in range(1, len(ct)) for ka, _ in chunks)
 
 
-def _native_w_hits(cfg: HardwareConfig, per_core: list, chunks: list) -> set[tuple]:
-    """(core, round, K chunk start, "w") of the native GEMM's W reads that hit L2 (l2_replay of its X and
-    W chunk reads and Y writes)."""
+def _native_hits(cfg: HardwareConfig, per_core: list, chunks: list) -> set[tuple]:
+    """(core, round, K chunk start, "x" or "w") of the native GEMM's X and W chunk reads that hit L2
+    (l2_replay of its X and W chunk reads and Y writes)."""
     def chunk(core, i, tile, ka, kb):
         (r0, r1), (c0, c1) = tile
         yield "x", ("x", ((r0, r1), (ka, kb))), (r1 - r0) * (kb - ka) * 2, False
@@ -355,8 +359,11 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
                     chunk_no += 1
                     # direct: every tile dequantizes its chunks again, and the replay says whether the
                     # int8 piece a row tile re-reads is still in L2 (W may exceed it)
-                    q_hit = (core, i, ka, "wq") in hits if direct else l2 and (pa, c0) in wq_seen
-                    wq_seen.add((pa, c0))
+                    if direct:
+                        q_hit = (core, i, ka, "wq") in hits
+                    else:
+                        q_hit = l2 and (pa, c0) in wq_seen
+                        wq_seen.add((pa, c0))
                     s_rows = 1 if group_k is None else ceil(pb / group_k) - pa // group_k
                     s_key = (c0,) if group_k is None else (pa // group_k, c0)
                     s_hit = l2 and s_key in ws_seen
@@ -448,14 +455,17 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
 
 
 def _handoff_chain(cfg: HardwareConfig, plan, ct: list, chunks: list, group_k, steps, streams: int) -> PipeTime:
-    """Dequant decode with the UB->L1 hand-off on one core as a max-plus recurrence over its chunks in
-    order (docs/formulas.md, "Hand-off chain"): chunk j goes to AIV j mod 2, whose in-order MTE2 loads
-    the int8 piece (and the scales when the column tile changes) once its UB slot of two chunks back is
-    read, whose Vector dequantizes it once the out slot of two chunks back is handed off, and whose MTE3
-    writes it into L1 once the AIC's MTE1 has read the chunk b_buffers back (cross-core flag); the AIC's
-    MTE1 reads chunk j after the hand-off (cross-core flag) and after chunk j - 1. Uncontended costs,
-    except that every AIV of the chip starts together: the first tile's loads take their bandwidth share
-    when it is the larger. The critical path is walked back to attribute the cycles."""
+    """Dequant decode on one core as a max-plus recurrence over its pieces in order (docs/formulas.md,
+    "Hand-off chain"): piece j goes to AIV j mod 2, whose in-order MTE2 loads the int8 piece (and the
+    scales when the column tile changes) once its UB slot of two pieces back is read, whose Vector
+    dequantizes it once the out slot of two pieces back is written out, and whose MTE3 writes it into L1
+    once the AIC's MTE1 has read the chunk b_buffers back (UB->L1: the piece is the chunk), or into the
+    workspace ring once the AIC has read the chunk WORKSPACE_RING back (GM workspace, where the AIC's
+    MTE2 reads a chunk once all its pieces are written). The AIC's MTE1 reads chunk c after it has
+    landed and after chunk c - 1. Uncontended costs, except that every AIV of the chip starts together:
+    the first tile's loads take their bandwidth share when it is the larger, and a column's scales miss
+    L2 for the AIV with its first piece (in the simulation, for whichever AIV's load of them starts
+    first). The critical path is walked back to attribute the cycles."""
     t, b = plan.tiling, plan.b_buffers
     direct = cfg.dma.ub_to_l1 is not None
     gm = Gm(cfg)
