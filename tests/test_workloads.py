@@ -2,7 +2,6 @@
 
 import pytest
 
-from npusim.config import load_config
 from npusim.errors import NpusimError
 from npusim.report.compare import run_workload_comparison
 from npusim.workloads.load import load_workload, workload_paths
