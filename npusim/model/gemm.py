@@ -58,7 +58,7 @@ class _Aic:
         self.l0c_slots = l0c_slots
         self._t0 = (0.0, 0.0)
         self._first_mte1, self._cube_tail, self._last_l0b = None, [], 0
-        self._reloads = 0
+        self._a_loaded = False   # the core's first load of A has been seen
 
     def tile_start(self) -> None:
         self._t0 = (self.mte1.busy, self.cube.busy)
@@ -76,9 +76,8 @@ class _Aic:
             return   # no reload before this tile: nothing waits on its MTE1
         # the core's first load of A waits for nothing: it runs beside the fill ahead of this position
         # (the weights' first chunk), and MTE2 already carries it
-        first, self._reloads = not self._reloads, self._reloads + 1
-        if first:
-            a_reload = 0
+        if not self._a_loaded:
+            self._a_loaded, a_reload = True, 0
         # MTE1-bound: the slot is free once the last L0A read is done (the last L0B read comes after it);
         # Cube-bound: the last L0A read waits for the Cube's third-last step
         by_mte1, by_cube = d1 - self._last_l0b, dc - sum(self._cube_tail) + (self._first_mte1 or 0)
@@ -309,7 +308,7 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
     if not l2:
         hits = set()
     elif direct:
-        hits = _dequant_wq_hits(cfg, plan, per_core, chunks, group_k)
+        hits = _dequant_lockstep_hits(cfg, plan, per_core, chunks, group_k, direct=True)
     else:
         hits = _dequant_ws_hits(cfg, plan, per_core, chunks, group_k, ring, steps)
     x_seen: set = set()
@@ -578,18 +577,13 @@ def _dequant_ws_hits(cfg: HardwareConfig, plan, per_core: list, chunks: list, gr
     return _dequant_lockstep_hits(cfg, plan, per_core, chunks, group_k, direct=False)
 
 
-def _dequant_wq_hits(cfg: HardwareConfig, plan, per_core: list, chunks: list, group_k) -> set[tuple]:
-    """(core, round, K chunk start, "wq") of the int8 weight reads that hit L2 with the UB->L1 hand-off,
-    where every tile dequantizes its chunks again (the piece is the chunk): lockstep order, as the L1
-    weight slots hold the AIVs to a few chunks ahead."""
-    return _dequant_lockstep_hits(cfg, plan, per_core, chunks, group_k, direct=True)
-
-
 def _dequant_lockstep_hits(cfg: HardwareConfig, plan, per_core: list, chunks: list, group_k,
                            direct: bool) -> set[tuple]:
     """l2_replay of a dequant schedule in lockstep order: X reads, the AIVs' int8 piece reads (UB->L1:
-    every tile; GM workspace: once per column tile, with the bf16 piece written to the workspace and the
-    AIC's chunk read from it) and the Y writes."""
+    every tile dequantizes its chunks again, and the L1 weight slots hold the AIVs to a few chunks ahead;
+    GM workspace ring: once per column tile, with the bf16 piece written to the workspace and the AIC's
+    chunk read from it) and the Y writes. Returns {(core, round, K chunk start, tag)} of the reads that
+    hit ("wq" for the int8 pieces, "ws" for the workspace chunks)."""
     k = chunks[-1][1]
     produced = [set() for _ in per_core]
     x_rows = [None] * len(per_core)

@@ -18,7 +18,7 @@ from npusim.kernels.attention.build import build_attention
 from npusim.kernels.gemm.quant import build_gemm
 from npusim.model.attention import model_attention
 from npusim.model.base import GROUPS, grouped, leader
-from npusim.model.gemm import model_gemm
+from npusim.model.gemm import model_gemm, model_msd
 from npusim.report.run_report import run_json
 from npusim.sim.run import simulate
 
@@ -269,7 +269,6 @@ def _note(row: dict, cfg: HardwareConfig, sim_hbm_read_bytes: int) -> str | None
 
 
 def _msd_overlapped_cycles(row: dict, cfg: HardwareConfig) -> int:
-    from npusim.model.gemm import model_msd
     return model_msd(cfg, row["m"], row["k"], row["n"], passes=row["passes"], w_overlap=True).cycles
 
 
