@@ -5,7 +5,7 @@ import pytest
 from npusim.config import load_config
 from npusim.errors import GraphError
 from npusim.kernels.gemm.quant import build_gemm
-from npusim.kernels.gemm.tiling import choose_gemm_tiling
+from npusim.kernels.gemm.tiling import GemmTiling, assign_tiles, choose_gemm_tiling, l2_share
 from npusim.report.attribution import vector_side
 from npusim.report.compare import run_gemm_comparison
 from npusim.report.run_report import run_json
@@ -155,3 +155,40 @@ def test_msd_at_decode_sizes_falls_back_from_one_row_tile_on_a_long_k():
     cfg = load_config("910b")
     res = simulate(build_gemm(cfg, 64, 16384, 512, method="msd", weights="int8"), cfg)
     assert res.numerics.exact and res.graph.meta["tiling"]["m0"] == 32
+
+
+@pytest.mark.parametrize("method", ["msd", "dequant"])
+def test_cores_sharing_a_column_range_stay_exact(method):
+    """950 with a 256 KiB L2: a 160x1024x1024 int8 W (1 MiB) does not fit, so cores share column ranges
+    (tiling.l2_share) and take the row tiles in turn; every output element is still bit-exact."""
+    cfg = load_config("950", ['l2.capacity="256KiB"'])
+    g = build_gemm(cfg, 160, 1024, 1024, method=method, weights="int8", cores=8)
+    assert g.meta["cores_per_column_range"] > 1
+    res = simulate(g, cfg, seed=3)
+    assert res.numerics.exact and res.numerics.mismatches == 0
+
+
+def test_assign_tiles_shares_a_range_row_tile_by_row_tile():
+    """Four cores, two per range: N = 512 in two ranges of 256, cut into sub-tiles of n0 = 128; core j
+    of a range takes row tiles j, j + 2, ... and runs them all for a sub-tile before the next."""
+    t = GemmTiling(m0=16, n0=128, k0=64, k1=256, l0c_slots=2, tiles_m=3, tiles_n=4, est_cycles=0)
+    per_core = assign_tiles(48, 512, t, 4, "columns", share=2)
+    rows = [(0, 16), (16, 32), (32, 48)]
+    assert per_core == [
+        [(rows[0], (0, 128)), (rows[2], (0, 128)), (rows[0], (128, 256)), (rows[2], (128, 256))],
+        [(rows[1], (0, 128)), (rows[1], (128, 256))],
+        [(rows[0], (256, 384)), (rows[2], (256, 384)), (rows[0], (384, 512)), (rows[2], (384, 512))],
+        [(rows[1], (256, 384)), (rows[1], (384, 512))],
+    ]
+    # one core per range: as before, a range per core
+    assert [len(ct) for ct in assign_tiles(48, 512, t, 4, "columns")] == [3, 3, 3, 3]
+
+
+@pytest.mark.parametrize("l2, share", [("64MiB", 1), ("60MiB", 2), ("20MiB", 4), ("1MiB", 8)])
+def test_l2_share_is_the_fewest_cores_per_range_whose_round_of_w_fits(l2, share):
+    """int8 W of 4096 x 16384 (64 MiB) on 32 cores, A resident: one core per range reads all of W in a
+    round; each doubling of the cores per range halves it, up to the row tiles there are (8)."""
+    cfg = load_config("950", [f'l2.capacity="{l2}"'])
+    t = GemmTiling(m0=64, n0=512, k0=64, k1=512, l0c_slots=2, tiles_m=8, tiles_n=32, est_cycles=0)
+    assert l2_share(cfg, t, 512, 4096, 16384, 32, 1, 0) == share
+    assert l2_share(load_config("950", [f'l2.capacity="{l2}"', "l2.enabled=false"]), t, 512, 4096, 16384, 32, 1, 0) == 1

@@ -258,7 +258,7 @@ def pipeline(chain: list[list[Stage]], links: list[int], window: int = 1) -> Pip
 # ---- which reads hit L2 -------------------------------------------------------------------------------
 
 def l2_replay(cfg: HardwareConfig, per_core: list, chunks: list, chunk_accesses: Callable,
-              tile_accesses: Callable | None = None, before: Iterable = ()) -> set[tuple]:
+              tile_accesses: Callable | None = None, before: Iterable = (), lanes: dict | None = None) -> set[tuple]:
     """The reads of a GEMM schedule that hit L2: its GM accesses replayed through the simulator's own L2
     (hw.memory.L2Cache: LRU, write-allocate, a workspace written in pieces and read whole) in lockstep
     order: round by round (the i-th tile of every core), K chunk by K chunk, core by core. Whether a tile
@@ -267,8 +267,10 @@ def l2_replay(cfg: HardwareConfig, per_core: list, chunks: list, chunk_accesses:
     per row block is evicted when all cores' together exceed L2).
 
     chunk_accesses(core, i, tile, ka, kb) and tile_accesses(core, i, tile) (after the tile's chunks)
-    yield (tag, key, nbytes, write); `before` holds (key, nbytes) written before the first round. Returns
-    {(core, i, ka, tag)} of the reads that hit (ka is None for tile accesses)."""
+    yield (tag, key, nbytes, write); `before` holds (key, nbytes) written before the first round;
+    lanes[tag]: the units of a core that take a tag's chunks in turn (a core's AIVs), among which shared
+    misses rotate separately (_rotate_misses). Returns {(core, i, ka, tag)} of the reads that hit (ka is
+    None for tile accesses)."""
     cache = L2Cache(cfg.l2.capacity_bytes)  # the simulator's cache policy, not a copy of it
     hits: set[tuple] = set()
     turn: dict[tuple, int] = defaultdict(int)
@@ -276,27 +278,29 @@ def l2_replay(cfg: HardwareConfig, per_core: list, chunks: list, chunk_accesses:
         cache.fill(key, nbytes, "", dirty=True)
     for i in range(max(len(ct) for ct in per_core)):
         live = [(core, ct[i]) for core, ct in enumerate(per_core) if i < len(ct)]
-        for ka, kb in chunks:
+        for j, (ka, kb) in enumerate(chunks):
             readers: dict[tuple, list] = defaultdict(list)
             for core, tile in live:
                 _replay_accesses(cache, hits, core, i, ka, chunk_accesses(core, i, tile, ka, kb), readers)
-            _rotate_misses(hits, i, ka, readers, turn)
+            _rotate_misses(hits, i, ka, readers, turn, i * len(chunks) + j, lanes or {})
         if tile_accesses is not None:
             for core, tile in live:
                 _replay_accesses(cache, hits, core, i, None, tile_accesses(core, i, tile))
     return hits
 
 
-def _rotate_misses(hits: set, i, ka, readers: dict, turn: dict) -> None:
+def _rotate_misses(hits: set, i, ka, readers: dict, turn: dict, step: int, lanes: dict) -> None:
     """Hand the one miss of a block that several cores read in the same step to its readers in turn.
     Whichever core arrives first misses, and its HBM read puts it behind the others, so in the simulation
     the misses of a shared block rotate among its readers; lockstep order would charge them all to the
-    lowest core and make it the slowest by the whole group's misses (docs/formulas.md, section 1)."""
+    lowest core and make it the slowest by the whole group's misses (docs/formulas.md, section 1). Where
+    a core's units take the chunks in turn (lanes), the rotation runs per unit: alternating over chunks
+    that alternate over a core's two AIVs would hand one core's misses all to one AIV."""
     for (tag, _), cores in readers.items():
         missed = [c for c in cores if (c, i, ka, tag) not in hits]
         if len(cores) < 2 or len(missed) != 1:
             continue
-        group = (tag, tuple(cores))
+        group = (tag, tuple(cores), step % lanes.get(tag, 1))
         pay = cores[turn[group] % len(cores)]
         turn[group] += 1
         hits.add((missed[0], i, ka, tag))

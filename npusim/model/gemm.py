@@ -295,7 +295,7 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
     t, resident, b_buffers = plan.tiling, plan.a_resident, plan.b_buffers
     steps = DEQUANT[weights]
     chunks = k_chunks(k, t.k1, t.k0, group_k or 1)
-    per_core = assign_tiles(m, n, t, cores, "columns")
+    per_core = assign_tiles(m, n, t, cores, "columns", plan.share)
     gm = Gm(cfg)
     l2 = cfg.l2.enabled
     n_aiv = min(2, cfg.chip.aiv_per_core)
@@ -311,6 +311,15 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
         hits = _dequant_lockstep_hits(cfg, plan, per_core, chunks, group_k, direct=True)
     else:
         hits = _dequant_ws_hits(cfg, plan, per_core, chunks, group_k, ring, steps)
+    # direct: the AIVs' int8 reads in flight together in round i, from the replay (all of them where
+    # every read misses; where cores share a column range, one reader of each chunk misses)
+    rounds = max(len(ct) for ct in per_core)
+    q_streams = [n_aiv * len(per_core)] * rounds
+    if direct and l2:
+        for i in range(rounds):
+            live = [c for c, ct in enumerate(per_core) if i < len(ct)]
+            misses = sum((c, i, ka, "wq") not in hits for c in live for ka, _ in chunks)
+            q_streams[i] = max(1, ceil(n_aiv * misses / len(chunks)))
     x_seen: set = set()
     results = []
     for core, ct in enumerate(per_core):
@@ -377,7 +386,7 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
                         if hit:
                             a["mte2"].add(gm.read(Path.GM_TO_UB, nb, True))
                         else:
-                            a["mte2"].add_miss(gm.miss(Path.GM_TO_UB, nb, n_aiv * len(per_core)))
+                            a["mte2"].add_miss(gm.miss(Path.GM_TO_UB, nb, q_streams[i]))
                     aic.hbm.add(((0 if q_hit else pk * nt) + (0 if s_hit else 4 * nt * s_rows)))
                     a["vector"].add(program_cycles(cfg, steps, pk * nt))
                     if direct:
@@ -450,7 +459,7 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
                   tiles=ntiles, items=items, core=core,
                   plan={"tiling": _tiling(t), "handoff": "ub_to_l1" if direct else "gm_workspace",
                         "a_resident_in_l1": resident, "l1_weight_buffers": b_buffers,
-                        "dequant_piece_k": plan.piece_k})
+                        "dequant_piece_k": plan.piece_k, "cores_per_column_range": plan.share})
 
 
 def _handoff_chain(cfg: HardwareConfig, plan, ct: list, chunks: list, group_k, steps, streams: int) -> PipeTime:
@@ -612,7 +621,9 @@ def _dequant_lockstep_hits(cfg: HardwareConfig, plan, per_core: list, chunks: li
         (r0, r1), (c0, c1) = tile
         yield "y", ("y", ((r0, r1), (c0, c1))), (r1 - r0) * (c1 - c0) * 2, True
 
-    return l2_replay(cfg, per_core, chunks, chunk, tile_end)
+    # direct: a chunk is one piece, and the core's AIVs take them in turn (model_dequant's chunk_no)
+    lanes = {"wq": min(2, cfg.chip.aiv_per_core)} if direct else None
+    return l2_replay(cfg, per_core, chunks, chunk, tile_end, lanes=lanes)
 
 
 def _dequant_timed_events(cfg: HardwareConfig, plan, per_core: list, chunks: list, group_k, steps) -> list:
@@ -711,7 +722,7 @@ def model_msd(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None = N
     l2 = cfg.l2.enabled
     n_aiv = min(2, cfg.chip.aiv_per_core)
     cross = cfg.sync.cross_core_flag_cycles
-    per_core = assign_tiles(m, n, t, cores, "columns")
+    per_core = assign_tiles(m, n, t, cores, "columns", plan.share)
     gm = Gm(cfg)
     tr = Traffic()
     row_blocks = split(m, t.m0)
@@ -851,7 +862,8 @@ def model_msd(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None = N
     return finish("gemm", "msd", cfg, {"m": m, "k": k, "n": n, "passes": p}, phases, tr,
                   tiles=ntiles, items=items, core=core,
                   plan={"tiling": _tiling(t), "partials": "l0c_to_ub" if direct_out else "gm_workspace",
-                        "a_resident_in_l1": resident, "decompose_piece_k": piece, "recombine_rows": rc})
+                        "a_resident_in_l1": resident, "decompose_piece_k": piece, "recombine_rows": rc,
+                        "cores_per_column_range": plan.share})
 
 
 def model_gemm(cfg: HardwareConfig, m: int, k: int, n: int, method: str, *, weights: str | None = None,

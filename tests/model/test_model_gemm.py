@@ -11,10 +11,11 @@ from hypothesis import given, settings, strategies as st
 from typer.testing import CliRunner
 
 from npusim.config import load_config
+from npusim.kernels.gemm import quant
 from npusim.kernels.gemm.quant import build_gemm
 from npusim.model import group_of, model_gemm
 from npusim.model.verify import (QUICK_M, QUICK_SHAPES, STEADY_TILES, TOLERANCE, Point, crossover, grid,
-                                 grid_shapes, run_point, verify)
+                                 grid_shapes, point_row, run_point, sim_point, verify)
 
 UB_TO_L1 = "dma.ub_to_l1={rate_bytes_per_cycle = 128, start_cycles = 100}"
 
@@ -318,16 +319,47 @@ def test_dequant_x_reload_and_the_aivs_lead_over_row_tiles(cfg950):
     assert abs(row["ratio"] - 1) <= TOLERANCE, row["ratio"]
 
 
-def test_direct_dequant_rereads_int8_w_beyond_l2_from_hbm():
+@pytest.fixture
+def unblocked(monkeypatch):
+    """One core per column range whatever L2 holds (no L2 blocking, tiling.l2_share)."""
+    monkeypatch.setattr(quant, "l2_share", lambda *_: 1)
+
+
+def test_direct_dequant_rereads_int8_w_beyond_l2_from_hbm(unblocked):
     """UB->L1 dequant dequantizes every tile's chunks again: with two row tiles per column and an int8 W
     (32 MiB) larger than L2 (8 MiB here), the second row tile re-reads its column from HBM after every
     core has read its own. The replay counts both reads, as the simulation does; "hits if read before"
-    counted one and left the model at 1.41 (the grid's 950 64x28672x8192: 1.39 -> 1.01)."""
+    counted one and left the model at 1.41 (the grid's 950 64x28672x8192, before L2 blocking: 1.39 ->
+    1.01)."""
     cfg = load_config("950", ['l2.capacity="8MiB"'])
     row = run_point(Point("gemm", "dequant", "int8", "950", 64, 4096, 8192), cfg=cfg)
     assert row["meta"]["handoff"] == "ub_to_l1" and row["meta"]["tiling"]["m0"] == 32
     assert row["model_hbm_bytes"] == row["sim_hbm_bytes"] > 2 * 4096 * 8192
     assert abs(row["ratio"] - 1) <= TOLERANCE, row["ratio"]
+
+
+@pytest.mark.parametrize("method, m, share", [("msd", 512, 8), ("dequant", 128, 2)])
+def test_cores_share_a_column_range_where_a_round_of_w_exceeds_l2(method, m, share, monkeypatch):
+    """950 with an 8 MiB L2 and a 32 MiB int8 W (K = 4096, N = 8192): with one core per column range
+    every row tile re-reads the core's columns, and the W of a round (all of it) is evicted before the
+    next round reads it again. With `share` cores per range (tiling.l2_share), taking its row tiles in
+    turn, they read each chunk of W at the same time, one from HBM and the others from L2: W comes from
+    HBM about once, the kernel is faster, and the model follows both schedules."""
+    cfg = load_config("950", ['l2.capacity="8MiB"'])
+    p = Point("gemm", method, "int8", "950", m, 4096, 8192)
+    docs = {"shared": sim_point(p, cfg)}
+    rows = {"shared": point_row(p, cfg, docs["shared"])}
+    monkeypatch.setattr(quant, "l2_share", lambda *_: 1)
+    docs["alone"] = sim_point(p, cfg)
+    rows["alone"] = point_row(p, cfg, docs["alone"])
+    w_hbm = {k: doc["traffic"]["by_role"]["weight"]["hbm_read_bytes"] for k, doc in docs.items()}
+    assert docs["shared"]["meta"]["cores_per_column_range"] == share
+    assert docs["alone"]["meta"]["cores_per_column_range"] == 1
+    w = 4096 * 8192
+    assert w_hbm["alone"] >= 2 * w and w_hbm["shared"] <= 1.1 * w, w_hbm
+    assert rows["shared"]["sim_cycles"] < rows["alone"]["sim_cycles"]
+    for row in rows.values():
+        assert not row["plan_mismatches"] and abs(row["ratio"] - 1) <= TOLERANCE, row["ratio"]
 
 
 @pytest.mark.parametrize("hw", ["910b", "950"])

@@ -38,7 +38,8 @@ from npusim.kernels.gemm.mx_schedules import build_gemm_mx, check_mx_method
 from npusim.kernels.gemm.native import COPY, TO_BF16, build_gemm_native, check_shape, tiling_meta
 from npusim.kernels.gemm.programs import (DEQUANT, MSD_ABSMAX, emit_program, msd_decompose_steps, msd_recombine_steps,
                                           program_cycles)
-from npusim.kernels.gemm.tiling import M0_CHOICES, GemmTiling, assign_tiles, choose_gemm_tiling, k_chunks, split, split_range
+from npusim.kernels.gemm.tiling import (M0_CHOICES, GemmTiling, assign_tiles, choose_gemm_tiling, k_chunks, l2_share,
+                                       split, split_range)
 from npusim.numerics.msd import int32_safe_k
 
 WEIGHTS = ("bf16", "int8", "int8-g128", "mxfp4")
@@ -106,6 +107,7 @@ class DequantPlan:
     b_buffers: int        # L1 slots for dequantized weight chunks
     ub_chunk_elements: int  # the largest weight piece the AIV's UB takes
     piece_k: int          # K rows of the largest AIV dequant piece (dequant_pieces cuts each L1 chunk)
+    share: int = 1        # cores per column range (tiling.l2_share)
 
 
 def dequant_plan(cfg: HardwareConfig, m: int, k: int, n: int, cores: int, group_k: int | None,
@@ -138,11 +140,14 @@ def dequant_plan(cfg: HardwareConfig, m: int, k: int, n: int, cores: int, group_
                          f"the {cfg.buffers.ub_bytes} B UB of {cfg.meta.name} (at most {ub_cap} elements)")
     # A direct UB->L1 hand-off couples the AIVs to the AIC's L1 slots (a GM workspace does not): more
     # weight slots let the AIVs run ahead as far as L1 allows.
-    b_buffers = 2
+    b_buffers, share = 2, 1
     if direct:
         a_l1 = m16 * k * 2 if resident else 2 * t.m0 * t.k1 * 2
         b_buffers = max(2, min(8, (cfg.buffers.l1_bytes - a_l1) // (t.k1 * t.n0 * 2)))
-    return DequantPlan(t, resident, b_buffers, ub_cap, piece_k)
+        # every row tile dequantizes its chunks again from the int8 codes, so cores can share a column
+        # range at no extra vector work (through a GM workspace, its producer would have to be shared)
+        share = l2_share(cfg, t, m, k, n, cores, 1, 0 if resident else t.m0 * k * 2)
+    return DequantPlan(t, resident, b_buffers, ub_cap, piece_k, share)
 
 
 def _piece_k(k1: int, n0: int, ub_cap: int, align: int) -> int:
@@ -202,6 +207,7 @@ class MsdPlan:
     a_resident: bool     # the stacked passes (passes x M x K int8) kept whole in L1
     piece: int           # K elements per decomposition piece
     recombine_rows: int  # output rows per recombination step
+    share: int = 1       # cores per column range (tiling.l2_share)
 
 
 def msd_ub_bytes(m0: int, n0: int, k: int, passes: int, piece: int, rc: int) -> tuple[int, int]:
@@ -233,7 +239,7 @@ def msd_plan(cfg: HardwareConfig, m: int, k: int, n: int, cores: int, passes: in
                                          max_m0=max_m0)
         fit = _msd_pieces(cfg, t, m, k, p)
         if fit is not None:
-            return MsdPlan(t, resident, *fit)
+            return MsdPlan(t, resident, *fit, l2_share(cfg, t, m, k, n, cores, 1, 0 if resident else p * t.m0 * k))
         if tiling is not None or t.m0 <= 16:
             raise GraphError(f"MSD-{p} on {m}x{k}x{n}: no decomposition piece fits the {cfg.buffers.ub_bytes} B UB "
                              f"of {cfg.meta.name} beside the recombination slots (tile {t.m0}x{t.n0})")
@@ -268,11 +274,11 @@ def _build_dequant(cfg, m, k, n, cores, weights, group_k, tiling=None) -> Kernel
     g = KernelGraph(name=f"gemm_dequant_{weights}_{m}x{k}x{n}")
     g.meta = {"kernel": "gemm", "method": "dequant", "weights": weights, "m": m, "k": k, "n": n, "cores": cores,
               "handoff": "ub_to_l1" if direct else "gm_workspace", "a_resident_in_l1": resident,
-              "tiling": tiling_meta(t), "dequant_piece_k": plan.piece_k}
+              "tiling": tiling_meta(t), "dequant_piece_k": plan.piece_k, "cores_per_column_range": plan.share}
     g.tensor("x", (m, k), "bf16", Role.ACTIVATION, {"kind": "normal", "std": 1.0})
     _weight_tensors(g, k, n, group_k)
     g.tensor("y", (m, n), "bf16", Role.OUTPUT)
-    per_core = assign_tiles(m, n, t, cores, "columns")
+    per_core = assign_tiles(m, n, t, cores, "columns", plan.share)
     ring = declare_workspace(g, t, k, n, len(per_core), direct)
     g.reference = {"fn": "gemm_dequant_int", "inputs": ["x", "wq", "ws"], "output": "y",
                    "kwargs": {"group_k": group_k}, "truth": "gemm_fp64_int"}
@@ -378,7 +384,7 @@ def _build_msd(cfg, m, k, n, cores, passes, tiling=None) -> KernelGraph:
     g = KernelGraph(name=f"gemm_msd{p}_int8_{m}x{k}x{n}")
     g.meta = {"kernel": "gemm", "method": "msd", "weights": "int8", "passes": p, "m": m, "k": k, "n": n,
               "cores": cores, "partials": "l0c_to_ub" if direct_out else "gm_workspace",
-              "a_resident_in_l1": resident, "tiling": tiling_meta(t)}
+              "a_resident_in_l1": resident, "tiling": tiling_meta(t), "cores_per_column_range": plan.share}
     g.tensor("x", (m, k), "bf16", Role.ACTIVATION, {"kind": "normal", "std": 1.0})
     _weight_tensors(g, k, n, None)
     g.tensor("y", (m, n), "bf16", Role.OUTPUT)
@@ -418,7 +424,7 @@ def _build_msd(cfg, m, k, n, cores, passes, tiling=None) -> KernelGraph:
     # Phase 2 + 3: the Cube on raw int8 weights, then recombination on the core's AIVs.
     steps_post = msd_recombine_steps(p)
     k1_chunks = k_chunks(k, t.k1, t.k0)
-    for core, tiles in enumerate(assign_tiles(m, n, t, cores, "columns")):
+    for core, tiles in enumerate(assign_tiles(m, n, t, cores, "columns", plan.share)):
         aic = Unit(core, "aic")
         aivs = [u for u in all_aivs if u.core == core]
         loop = CubeLoop(g, aic, t, a_rows=p * t.m0, a_dtype="int8", b_dtype="int8",

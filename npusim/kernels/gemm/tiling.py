@@ -127,30 +127,53 @@ def choose_gemm_tiling(cfg: HardwareConfig, m: int, k: int, n: int, cores: int, 
     return best[1]
 
 
-def assign_tiles(m: int, n: int, t: GemmTiling, cores: int, partition: str) -> list[list[tuple]]:
+def assign_tiles(m: int, n: int, t: GemmTiling, cores: int, partition: str, share: int = 1) -> list[list[tuple]]:
     """Output tiles ((r0, r1), (c0, c1)) per core.
 
     round_robin: m0 x n0 tiles dealt in row-major order (cores working together share rows of X).
-    columns: N cut into `cores` contiguous ranges that differ by at most one 16-column fractal, each cut
-    into sub-tiles of at most n0; a core runs every row tile of its columns. Decode GEMMs (one row tile)
-    then balance to within one fractal column instead of one n0 tile.
+    columns: N cut into `cores // share` contiguous ranges that differ by at most one 16-column fractal,
+    each cut into sub-tiles of at most n0; the `share` cores of a range take its row tiles in turn (core j
+    of the range: row tiles j, j + share, ...) and run every one of them for a sub-tile before the next.
+    Decode GEMMs (one row tile) then balance to within one fractal column instead of one n0 tile.
     """
     rows = split(m, t.m0)
     if partition == "round_robin":
         tiles = [(r, c) for r in rows for c in split(n, t.n0)]
         return [tiles[c::cores] for c in range(min(cores, len(tiles)))]
+    ranges = cores // share
     units = ceil(n / 16)
-    base, extra = divmod(units, cores)
+    base, extra = divmod(units, ranges)
     per_core, start = [], 0
-    for c in range(cores):
+    for c in range(ranges):
         width = (base + (1 if c < extra else 0)) * 16
         stop = min(n, start + width)
         if stop > start:
             parts = ceil((stop - start) / t.n0)
             step = ceil((stop - start) / parts / 16) * 16
-            per_core.append([(r, col) for col in split_range(start, stop, step) for r in rows])
+            cols = split_range(start, stop, step)
+            per_core += [[(r, col) for col in cols for r in rows[j::share]] for j in range(share) if rows[j::share]]
         start = stop
     return per_core
+
+
+def l2_share(cfg: HardwareConfig, t: GemmTiling, m: int, k: int, n: int, cores: int, b_bytes: float,
+             a_round_bytes: float) -> int:
+    """Cores per column range (assign_tiles, "columns") for a schedule whose every row tile reads its
+    columns of B from GM again (b_bytes per element) and a_round_bytes of A. With one core per range the
+    B that all cores read in one round of tiles is their sub-tiles together, all of B when a range is one
+    sub-tile; L2 keeps it for the next round only if it fits beside that round's A (an LRU line survives
+    while fewer than L2 bytes are touched between two reads of it). Else `share` cores take each range's
+    row tiles in turn, which divides the B of a round by `share`: L2 blocking along N, as CANN's matmul
+    blocks operands that exceed L2 (docs/formulas.md, section 1)."""
+    share = 1
+    while cfg.l2.enabled:
+        ranges = assign_tiles(m, n, t, cores, "columns", share)[::share]
+        b_round = sum(c1 - c0 for tiles in ranges for _, (c0, c1) in tiles[:1]) * k * b_bytes
+        wider = share * 2
+        if b_round + share * a_round_bytes <= cfg.l2.capacity_bytes or wider > t.tiles_m or cores % wider:
+            break
+        share = wider
+    return share
 
 
 def split_range(start: int, stop: int, step: int) -> list[tuple[int, int]]:
