@@ -459,7 +459,7 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
                   tiles=ntiles, items=items, core=core,
                   plan={"tiling": _tiling(t), "handoff": "ub_to_l1" if direct else "gm_workspace",
                         "a_resident_in_l1": resident, "l1_weight_buffers": b_buffers,
-                        "dequant_piece_k": plan.piece_k, "cores_per_column_range": plan.share})
+                        "dequant_piece_k": plan.piece_k, **quant.share_meta(plan.share)})
 
 
 def _handoff_chain(cfg: HardwareConfig, plan, ct: list, chunks: list, group_k, steps, streams: int) -> PipeTime:
@@ -863,7 +863,7 @@ def model_msd(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None = N
                   tiles=ntiles, items=items, core=core,
                   plan={"tiling": _tiling(t), "partials": "l0c_to_ub" if direct_out else "gm_workspace",
                         "a_resident_in_l1": resident, "decompose_piece_k": piece, "recombine_rows": rc,
-                        "cores_per_column_range": plan.share})
+                        **quant.share_meta(plan.share)})
 
 
 def model_gemm(cfg: HardwareConfig, m: int, k: int, n: int, method: str, *, weights: str | None = None,

@@ -217,7 +217,8 @@ def point_row(p, cfg: HardwareConfig, doc: dict) -> dict:
     mod = model_gemm(cfg, p.m, p.k, p.n, p.method, weights=p.weights, passes=p.passes)
     row = _compare(p, cfg, doc, mod, {"m": p.m, "k": p.k, "n": p.n},
                    {k: v for k, v in doc["meta"].items()
-                    if k in ("handoff", "partials", "a_resident_in_l1", "tiling", "l1_weight_buffers")},
+                    if k in ("handoff", "partials", "a_resident_in_l1", "tiling", "l1_weight_buffers",
+                             "cores_per_column_range")},
                    mod.tiles_per_core)
     row["note"] = _note(row, cfg, doc["traffic"]["hbm_read_bytes"])
     return row

@@ -16,7 +16,9 @@ msd: the AIVs decompose X once into `passes` int8 components per row (MSD_ABSMAX
 
 Output tiles are dealt to cores by column range (tiling.assign_tiles, "columns": all row tiles of a
 column block on one core), so the dequantized weights of a column block are produced once and, for
-M > m0, re-read from the workspace.
+M > m0, re-read from the workspace. Where every row tile reads int8 W again (MSD; dequant with UB->L1,
+which dequantizes each tile's chunks anew) and the W of a round of tiles does not fit L2, cores share a
+column range and take its row tiles in turn (tiling.l2_share): L2 blocking along N.
 The two AIVs of a core take alternate chunks.
 """
 
@@ -150,6 +152,12 @@ def dequant_plan(cfg: HardwareConfig, m: int, k: int, n: int, cores: int, group_
     return DequantPlan(t, resident, b_buffers, ub_cap, piece_k, share)
 
 
+def share_meta(share: int) -> dict:
+    """The plan's cores per column range, recorded where cores share one (runs from before L2 blocking
+    had one core per range and no such field, so their records still match the plan)."""
+    return {"cores_per_column_range": share} if share > 1 else {}
+
+
 def _piece_k(k1: int, n0: int, ub_cap: int, align: int) -> int:
     """K rows of the largest AIV piece: as many as the UB takes, on `align` boundaries, at most a chunk."""
     return min(k1, ub_cap // n0 // align * align)
@@ -274,7 +282,7 @@ def _build_dequant(cfg, m, k, n, cores, weights, group_k, tiling=None) -> Kernel
     g = KernelGraph(name=f"gemm_dequant_{weights}_{m}x{k}x{n}")
     g.meta = {"kernel": "gemm", "method": "dequant", "weights": weights, "m": m, "k": k, "n": n, "cores": cores,
               "handoff": "ub_to_l1" if direct else "gm_workspace", "a_resident_in_l1": resident,
-              "tiling": tiling_meta(t), "dequant_piece_k": plan.piece_k, "cores_per_column_range": plan.share}
+              "tiling": tiling_meta(t), "dequant_piece_k": plan.piece_k, **share_meta(plan.share)}
     g.tensor("x", (m, k), "bf16", Role.ACTIVATION, {"kind": "normal", "std": 1.0})
     _weight_tensors(g, k, n, group_k)
     g.tensor("y", (m, n), "bf16", Role.OUTPUT)
@@ -384,7 +392,7 @@ def _build_msd(cfg, m, k, n, cores, passes, tiling=None) -> KernelGraph:
     g = KernelGraph(name=f"gemm_msd{p}_int8_{m}x{k}x{n}")
     g.meta = {"kernel": "gemm", "method": "msd", "weights": "int8", "passes": p, "m": m, "k": k, "n": n,
               "cores": cores, "partials": "l0c_to_ub" if direct_out else "gm_workspace",
-              "a_resident_in_l1": resident, "tiling": tiling_meta(t), "cores_per_column_range": plan.share}
+              "a_resident_in_l1": resident, "tiling": tiling_meta(t), **share_meta(plan.share)}
     g.tensor("x", (m, k), "bf16", Role.ACTIVATION, {"kind": "normal", "std": 1.0})
     _weight_tensors(g, k, n, None)
     g.tensor("y", (m, n), "bf16", Role.OUTPUT)
