@@ -1,6 +1,7 @@
 """Quantized GEMM schedules (issue 4): exact numerics, where the Cube stalls, and where the bytes go."""
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from npusim.config import load_config
 from npusim.errors import GraphError
@@ -192,3 +193,14 @@ def test_l2_share_is_the_fewest_cores_per_range_whose_round_of_w_fits(l2, share)
     t = GemmTiling(m0=64, n0=512, k0=64, k1=512, l0c_slots=2, tiles_m=8, tiles_n=32, est_cycles=0)
     assert l2_share(cfg, t, 512, 4096, 16384, 32, 1, 0) == share
     assert l2_share(load_config("950", [f'l2.capacity="{l2}"', "l2.enabled=false"]), t, 512, 4096, 16384, 32, 1, 0) == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=st.integers(1, 700), n=st.integers(1, 3000), m0=st.sampled_from([16, 48, 64]),
+       n0=st.sampled_from([16, 128, 256]), ranges=st.integers(1, 12), share=st.sampled_from([1, 2, 4]))
+def test_shared_column_ranges_cover_the_output_once(m, n, m0, n0, ranges, share):
+    t = GemmTiling(m0=m0, n0=n0, k0=64, k1=256, l0c_slots=2, tiles_m=-(-m // m0), tiles_n=-(-n // n0),
+                   est_cycles=0)
+    seen = [(r, c) for ct in assign_tiles(m, n, t, ranges * share, "columns", share) for r, c in ct]
+    assert len(seen) == len(set(seen))
+    assert sum((r1 - r0) * (c1 - c0) for (r0, r1), (c0, c1) in seen) == m * n

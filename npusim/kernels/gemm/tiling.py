@@ -164,7 +164,7 @@ def l2_share(cfg: HardwareConfig, t: GemmTiling, m: int, k: int, n: int, cores: 
     sub-tile; L2 keeps it for the next round only if it fits beside that round's A (an LRU line survives
     while fewer than L2 bytes are touched between two reads of it). Else `share` cores take each range's
     row tiles in turn, which divides the B of a round by `share`: L2 blocking along N, as CANN's matmul
-    blocks operands that exceed L2 (docs/formulas.md, section 1)."""
+    blocks operands that exceed L2 (docs/formulas.md, section 2, "Cores per column range")."""
     share = 1
     while cfg.l2.enabled:
         ranges = assign_tiles(m, n, t, cores, "columns", share)[::share]
