@@ -5,6 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 from npusim.config import load_config
 from npusim.errors import GraphError
+from npusim.kernels.gemm import quant
 from npusim.kernels.gemm.quant import build_gemm
 from npusim.kernels.gemm.tiling import GemmTiling, assign_tiles, choose_gemm_tiling, l2_share
 from npusim.report.attribution import vector_side
@@ -160,10 +161,10 @@ def test_msd_at_decode_sizes_falls_back_from_one_row_tile_on_a_long_k():
 
 @pytest.mark.parametrize("method", ["msd", "dequant"])
 def test_cores_sharing_a_column_range_stay_exact(method):
-    """950 with a 256 KiB L2: a 160x1024x1024 int8 W (1 MiB) does not fit, so cores share column ranges
+    """950 with a 256 KiB L2: a 512x512x1024 int8 W (512 KiB) does not fit, so cores share column ranges
     (tiling.l2_share) and take the row tiles in turn; every output element is still bit-exact."""
     cfg = load_config("950", ['l2.capacity="256KiB"'])
-    g = build_gemm(cfg, 160, 1024, 1024, method=method, weights="int8", cores=8)
+    g = build_gemm(cfg, 512, 512, 1024, method=method, weights="int8", cores=8)
     assert g.meta["cores_per_column_range"] > 1
     res = simulate(g, cfg, seed=3)
     assert res.numerics.exact and res.numerics.mismatches == 0
@@ -193,6 +194,16 @@ def test_l2_share_is_the_fewest_cores_per_range_whose_round_of_w_fits(l2, share)
     t = GemmTiling(m0=64, n0=512, k0=64, k1=512, l0c_slots=2, tiles_m=8, tiles_n=32, est_cycles=0)
     assert l2_share(cfg, t, 512, 4096, 16384, 32, 1, 0) == share
     assert l2_share(load_config("950", [f'l2.capacity="{l2}"', "l2.enabled=false"]), t, 512, 4096, 16384, 32, 1, 0) == 1
+
+
+@pytest.mark.parametrize("m, why", [(768, "3 row tiles of 256: a sharer would run 2 and the other 1"),
+                                     (320, "row tiles of 192 and 128: the busiest sharer has 1.2x the rows")])
+def test_l2_share_keeps_one_core_per_range_where_sharing_unbalances_the_cores(m, why):
+    """950 with an 8 MiB L2, dequant (Cube-bound) on an 8 MiB int8 W: sharing would halve the W read from
+    HBM but give one core of each range more rows than it has alone (simulated: 1.30x and 1.14x slower)."""
+    cfg = load_config("950", ['l2.capacity="8MiB"'])
+    assert quant.dequant_plan(cfg, m, 2048, 4096, 32, None).share == 1, why
+    assert quant.msd_plan(cfg, 512, 4096, 8192, 32, 2).share == 8   # even rows, W-bound: shares
 
 
 @settings(max_examples=60, deadline=None)

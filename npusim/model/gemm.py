@@ -321,13 +321,13 @@ def model_dequant(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None
             misses = sum((c, i, ka, "wq") not in hits for c in live for ka, _ in chunks)
             q_streams[i] = max(1, ceil(n_aiv * misses / len(chunks)))
     x_seen: set = set()
+    ws_seen: set = set()   # scales read so far, by any core: the cores of a shared column range hit L2
     results = []
     for core, ct in enumerate(per_core):
         aic = _Aic(cfg, t.k0, 2, 2, "bf16", t.l0c_slots)
         aivs = _aiv_stages(n_aiv)
         slot_loop = Stage("flag:l1_slot_loop")
         produced: set = set()
-        ws_seen: set = set()
         wq_seen: set = set()
         ws_in_ub: list = [None] * n_aiv   # per AIV: the column tile whose per-channel scales are in UB
         x_rows = None
@@ -772,13 +772,13 @@ def model_msd(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None = N
     streams = [sum(1 for c, ct in enumerate(per_core) if i < len(ct) and (c, i, chunks[0][0], "w") not in hits)
                for i in range(max(len(ct) for ct in per_core))]
     w_streams = _w_streams(cfg, k * n, per_core, chunks, hits) if w_overlap is None else w_overlap
+    ws_seen: set = set()   # scales read so far, by any core: the cores of a shared column range hit L2
     for core, ct in enumerate(per_core):
         aic = _Aic(cfg, t.k0, 1, 1, "int8", t.l0c_slots)
         # int8 W larger than L2: streamed from HBM for the whole kernel, as native's (docs/formulas.md 1)
         aic.mte2.overlap = w_streams
         aivs = _aiv_stages(n_aiv)
         a_rows_loaded = None
-        ws_seen: set = set()
         n_rec = 0
         for i, ((r0, r1), (c0, c1)) in enumerate(ct):
             set_round(aic.stages() + [st for a in aivs for st in a.values()], i)
@@ -845,13 +845,19 @@ def model_msd(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None = N
     ct0 = per_core[core][0]
     nt0 = ct0[1][1] - ct0[1][0]
     pre = [gm.miss(Path.GM_TO_L1, (kb - ka) * nt0, streams[0]) for ka, kb in chunks[:2]]
-    prefetch = max(sum(a for a, _ in pre), sum(b for _, b in pre)) if (not l2 or ct0[0][0] == 0) else 0
+    prefetch = max(sum(a for a, _ in pre), sum(b for _, b in pre))
     # The AIC waits only for its row block's pieces (load_a's deps) and the work items are dealt row block
-    # by row block, so the decomposition of row block b need only be done when a core reaches its first
-    # tile of b (tile b of its first column): the phase is exposed only as far as it runs behind that.
+    # by row block, so the decomposition of row block b need only be done when the first core reaches its
+    # first tile of b (tile b of its first column; b // s where s cores share a column range): the phase is
+    # exposed only as far as it runs behind that.
+    first_tile: dict = {}
+    for ct in per_core:
+        for idx, (rb, _) in enumerate(ct):
+            first_tile[rb] = min(first_tile.get(rb, idx), idx)
     per_wave = p1b.cycles / ceil(len(work) / len(all_aivs))
     tile_cycles = pt.cycles / max(1, ntiles)
-    exposed = max(ceil((b + 1) * npc / len(all_aivs)) * per_wave - b * tile_cycles for b in range(len(row_blocks)))
+    exposed = max(ceil((b + 1) * npc / len(all_aivs)) * per_wave - first_tile.get(rb, b) * tile_cycles
+                  for b, rb in enumerate(row_blocks))
     exposed = min(p1b.cycles, exposed)
     scale = exposed / p1b.cycles if p1b.cycles else 0
     p1b = PipeTime(exposed, p1b.bound, {k_: v * scale for k_, v in p1b.attribution.items()}, p1b.busy)

@@ -29,6 +29,7 @@ QUICK_M = (1, 16, 256)
 QUICK_SHAPES = ((4096, 4096), (512, 32768))
 TOLERANCE = 0.10          # |sim / model - 1| allowed where the steady state is long enough
 STEADY_TILES = 8          # ... i.e. at least this many output tiles (attention: KV blocks) on the binding core
+OPTIONAL_PLAN_KEYS = ("cores_per_column_range",)  # recorded where above 1 (quant.share_meta)
 # attention decode points: Llama-3.1-70B GQA and DeepSeek-V3 MLA heads (the shipped workloads' attention)
 ATTN_SHAPES = {
     "gqa": {"batch": 1, "q_heads": 64, "kv_heads": 8, "head_dim": 128},
@@ -140,6 +141,11 @@ def check_traffic(sim: dict, model: dict) -> list[str]:
     return bad
 
 
+def _plan_keys(plan: dict, meta: dict) -> list[str]:
+    """The plan keys to compare: the model's, and the ones a run records only where they apply."""
+    return list(plan) + [k for k in OPTIONAL_PLAN_KEYS if k in meta and k not in plan]
+
+
 def _compare(p, cfg: HardwareConfig, doc: dict, mod, shape_fields: dict, meta: dict, tiles_per_core: int) -> dict:
     """The row of one grid point: simulated run JSON `doc` against model result `mod`."""
     sim_tr = sim_traffic(doc, cfg.l2.enabled)
@@ -162,7 +168,8 @@ def _compare(p, cfg: HardwareConfig, doc: dict, mod, shape_fields: dict, meta: d
         "within_tolerance": abs(ratio - 1) <= TOLERANCE, "bound_agrees": mod.bound == sim_leader,
         "meta": meta,
         # the model's plan choices must be the builder's (drift shows up here first)
-        "plan_mismatches": {k: (doc["meta"].get(k), v) for k, v in mod.plan.items() if doc["meta"].get(k) != v},
+        "plan_mismatches": {k: (doc["meta"].get(k), mod.plan.get(k)) for k in _plan_keys(mod.plan, doc["meta"])
+                            if doc["meta"].get(k) != mod.plan.get(k)},
         "note": None,
     }
 

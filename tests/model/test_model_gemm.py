@@ -349,6 +349,9 @@ def test_cores_share_a_column_range_where_a_round_of_w_exceeds_l2(method, m, sha
     p = Point("gemm", method, "int8", "950", m, 4096, 8192)
     docs = {"shared": sim_point(p, cfg)}
     rows = {"shared": point_row(p, cfg, docs["shared"])}
+    # a column's scales are read by every core of its range: the first misses, the others hit
+    scales = model_gemm(cfg, m, 4096, 8192, method, weights="int8").traffic["weight_scale"]
+    assert scales["hbm_read_bytes_expected"] == docs["shared"]["traffic"]["by_role"]["weight_scale"]["hbm_read_bytes"]
     monkeypatch.setattr(quant, "l2_share", lambda *_: 1)
     docs["alone"] = sim_point(p, cfg)
     rows["alone"] = point_row(p, cfg, docs["alone"])

@@ -159,21 +159,35 @@ def assign_tiles(m: int, n: int, t: GemmTiling, cores: int, partition: str, shar
 def l2_share(cfg: HardwareConfig, t: GemmTiling, m: int, k: int, n: int, cores: int, b_bytes: float,
              a_round_bytes: float) -> int:
     """Cores per column range (assign_tiles, "columns") for a schedule whose every row tile reads its
-    columns of B from GM again (b_bytes per element) and a_round_bytes of A. With one core per range the
-    B that all cores read in one round of tiles is their sub-tiles together, all of B when a range is one
-    sub-tile; L2 keeps it for the next round only if it fits beside that round's A (an LRU line survives
-    while fewer than L2 bytes are touched between two reads of it). Else `share` cores take each range's
-    row tiles in turn, which divides the B of a round by `share`: L2 blocking along N, as CANN's matmul
-    blocks operands that exceed L2 (docs/formulas.md, section 2, "Cores per column range")."""
+    columns of B from GM again (b_bytes per element) and a_round_bytes of A: L2 blocking along N, as
+    CANN's matmul blocks operands that exceed L2 (docs/formulas.md, section 2, "Cores per column range").
+
+    With s cores per range, the B all cores read in one round of tiles is the first sub-tile of every
+    range; L2 keeps it for the next round only if it fits beside that round's A (an LRU line survives
+    while fewer than L2 bytes are touched between two reads of it), and then B comes from HBM once, else
+    once per round of row tiles. s must divide the cores and the row tiles: the cores of a range then run
+    the same number of tiles and stay in step, reading each chunk of B together (with a tile more for some
+    they drift apart and read it again). Each s is priced as a roofline of the busiest core,
+    max(t.est_cycles x imbalance, HBM bytes of B / B_hbm), where the imbalance is the rows of the range's
+    busiest core x s / M (a short last row tile falls to one of them); the fastest wins, then the one
+    with the fewest HBM bytes, then the smallest s."""
+    if not cfg.l2.enabled:
+        return 1
+    rows = split(m, t.m0)
+    best: tuple | None = None
     share = 1
-    while cfg.l2.enabled:
-        ranges = assign_tiles(m, n, t, cores, "columns", share)[::share]
-        b_round = sum(c1 - c0 for tiles in ranges for _, (c0, c1) in tiles[:1]) * k * b_bytes
-        wider = share * 2
-        if b_round + share * a_round_bytes <= cfg.l2.capacity_bytes or wider > t.tiles_m or cores % wider:
-            break
-        share = wider
-    return share
+    while share <= t.tiles_m and cores % share == 0:
+        if t.tiles_m % share == 0:
+            ranges = assign_tiles(m, n, t, cores, "columns", share)[::share]
+            b_round = sum(c1 - c0 for tiles in ranges for _, (c0, c1) in tiles[:1]) * k * b_bytes
+            fits = b_round + share * a_round_bytes <= cfg.l2.capacity_bytes
+            hbm_bytes = n * k * b_bytes * (1 if fits else t.tiles_m // share)
+            busiest = max(sum(r1 - r0 for r0, r1 in rows[j::share]) for j in range(share))
+            cycles = max(t.est_cycles * busiest * share / m, hbm_bytes / cfg.hbm_bytes_per_cycle)
+            if best is None or (cycles, hbm_bytes) < best[0]:
+                best = ((cycles, hbm_bytes), share)
+        share *= 2
+    return best[1]
 
 
 def split_range(start: int, stop: int, step: int) -> list[tuple[int, int]]:
