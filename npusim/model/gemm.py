@@ -856,7 +856,7 @@ def model_msd(cfg: HardwareConfig, m: int, k: int, n: int, cores: int | None = N
             first_tile[rb] = min(first_tile.get(rb, idx), idx)
     per_wave = p1b.cycles / ceil(len(work) / len(all_aivs))
     tile_cycles = pt.cycles / max(1, ntiles)
-    exposed = max(ceil((b + 1) * npc / len(all_aivs)) * per_wave - first_tile.get(rb, b) * tile_cycles
+    exposed = max(ceil((b + 1) * npc / len(all_aivs)) * per_wave - first_tile[rb] * tile_cycles
                   for b, rb in enumerate(row_blocks))
     exposed = min(p1b.cycles, exposed)
     scale = exposed / p1b.cycles if p1b.cycles else 0
